@@ -1,0 +1,243 @@
+"""Configuration: one TOML file decoded into typed Structs, ``MINERWATCH_*`` variables on top.
+
+The file is ``$MINERWATCH_CONFIG``, else ``./minerwatch.toml`` when present. A bad value
+raises ConfigError whose message is one line naming the key and the problem; services
+print it and exit 2 (see ``service.run_service``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import msgspec
+from minerwatch.shared.topics import is_miner_id
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+TopicLevel = Annotated[str, msgspec.Meta(pattern=r"^[^/#+]+$")]
+
+DRIVERS = ("axeos", "cgminer")
+DEFAULT_PORTS = {"axeos": 80, "cgminer": 4028}
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line that names the key."""
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class MqttConfig(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    base_topic: TopicLevel = "minerwatch"
+    keepalive_s: PositiveInt = 30
+    #: Reconnect backoff: first delay, doubled per failure up to the max, with jitter.
+    reconnect_min_s: Positive = 0.5
+    reconnect_max_s: Positive = 30.0
+
+    def __post_init__(self) -> None:
+        parse_mqtt_url(self.url)
+
+
+class MinerConfig(_Section, kw_only=True):
+    url: str
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        endpoint(self.url)  # validates scheme, host and port
+        if self.name is not None and not is_miner_id(self.name):
+            raise ValueError(f"name {self.name!r} must be 1-64 characters of [a-z0-9_-]")
+
+
+class CollectorConfig(_Section):
+    poll_interval_s: Positive = 10.0
+    timeout_s: Positive = 5.0
+    concurrency: PositiveInt = 256
+    offline_after: PositiveInt = 3
+    miners: list[MinerConfig] = msgspec.field(default_factory=list)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///data/minerwatch.db"
+
+
+class StoreConfig(_Section):
+    batch_size: PositiveInt = 500
+    batch_interval_s: Positive = 0.5
+
+
+class ApiConfig(_Section):
+    listen: str = "127.0.0.1:8000"
+
+    def __post_init__(self) -> None:
+        host_port(self.listen)
+
+
+Op = Literal[">", ">=", "<", "<="]
+
+
+class RuleConfig(_Section, kw_only=True):
+    """``field op threshold`` held for ``for_s`` seconds fires; it resolves past the
+    hysteresis band. After resolving, the same rule cannot fire again for ``cooldown_s``."""
+
+    name: TopicLevel
+    field: str
+    op: Op = ">"
+    threshold: float
+    for_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    hysteresis: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+    notify: list[str] = msgspec.field(default_factory=list)
+
+
+def default_rules() -> list[RuleConfig]:
+    return [
+        RuleConfig(name="overheat", field="temp_c", op=">", threshold=75, for_s=60,
+                   cooldown_s=600, hysteresis=3, severity="warning"),
+        RuleConfig(name="vr_overheat", field="vr_temp_c", op=">", threshold=90, for_s=60,
+                   cooldown_s=600, hysteresis=5, severity="critical"),
+    ]
+
+
+class AlertsConfig(_Section):
+    rules: list[RuleConfig] = msgspec.field(default_factory=default_rules)
+    #: Apprise URLs that every firing and resolved event goes to.
+    notify: list[str] = msgspec.field(default_factory=list)
+
+
+class Config(_Section):
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    collector: CollectorConfig = msgspec.field(default_factory=CollectorConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    driver: str
+    host: str
+    port: int
+    name: str | None = None
+
+
+def endpoint(url: str) -> Endpoint:
+    """``axeos://10.0.0.5``, ``cgminer://10.0.0.6:4028?name=s19`` -> Endpoint."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in DRIVERS:
+        raise ValueError(f"miner URL {url!r} must start with one of: "
+                         + ", ".join(f"{d}://" for d in DRIVERS))
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        raise ValueError(f"miner URL {url!r} has a bad port") from None
+    if not parts.hostname:
+        raise ValueError(f"miner URL {url!r} has no host")
+    name = parse_qs(parts.query).get("name", [None])[0]
+    return Endpoint(parts.scheme, parts.hostname, port, name)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+def parse_mqtt_url(url: str) -> BrokerAddress:
+    """``mqtt://user:pass@host:1883`` or ``mqtts://host`` (TLS, port 8883)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError(f"broker URL {url!r} has no host")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise ValueError(f"broker URL {url!r} has a bad port") from None
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+# Environment variable -> (path in the config, how to turn the text into the value)
+_ENV: dict[str, tuple[tuple[str, str], Any]] = {
+    "MINERWATCH_MQTT_URL": (("mqtt", "url"), str),
+    "MINERWATCH_BASE_TOPIC": (("mqtt", "base_topic"), str),
+    "MINERWATCH_DB_URL": (("database", "url"), str),
+    "MINERWATCH_API_LISTEN": (("api", "listen"), str),
+    "MINERWATCH_POLL_INTERVAL_S": (("collector", "poll_interval_s"), str),
+    "MINERWATCH_MINERS": (
+        ("collector", "miners"),
+        lambda text: [{"url": u.strip()} for u in text.split(",") if u.strip()],
+    ),
+}
+
+
+def _error_line(err: msgspec.ValidationError, source: str) -> str:
+    # msgspec says "... - at `$.collector.poll_interval_s`"; turn that into a key name.
+    text = str(err)
+    message, _, where = text.partition(" - at `$")
+    key = where.rstrip("`").lstrip(".")
+    return f"{source}: {key or 'top level'}: {message}" if where else f"{source}: {message}"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read the TOML file (if any), apply ``MINERWATCH_*`` overrides, validate."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get("MINERWATCH_CONFIG") or None
+        if path is None and Path("minerwatch.toml").is_file():
+            path = "minerwatch.toml"
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_error_line(exc, source)) from None
+
+    overrides = {name: environ[name] for name in _ENV if environ.get(name, "").strip()}
+    for name, text in overrides.items():
+        (section, key), parse = _ENV[name]
+        merged = msgspec.to_builtins(config)
+        merged[section][key] = parse(text.strip())
+        try:
+            config = msgspec.convert(merged, Config, strict=False)
+        except msgspec.ValidationError as exc:
+            message = str(exc).partition(" - at `$")[0]
+            raise ConfigError(f"{name}={text!r}: {message}") from None
+    return config

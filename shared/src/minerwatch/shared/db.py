@@ -1,0 +1,177 @@
+"""The history database's tables and engine: written by the store, read by the api.
+
+SQLAlchemy 2 Core with the async engine, so services stay on one event loop.
+``sqlite:///path`` becomes aiosqlite in WAL mode; ``postgresql://`` becomes psycopg (v3).
+Timestamps are stored as integer milliseconds since the epoch (UTC): compact, exact,
+and ordered the same way on both engines. Needs the ``minerwatch-shared[db]`` extra.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from minerwatch.shared.config import ConfigError
+from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample, parse_ts
+
+metadata = MetaData()
+
+samples = Table(
+    "samples",
+    metadata,
+    Column("miner_id", String(64), primary_key=True),
+    Column("ts_ms", BigInteger, primary_key=True),
+    Column("hashrate_ths", Float, nullable=False),
+    Column("expected_hashrate_ths", Float),
+    Column("power_w", Float),
+    Column("efficiency_jth", Float),
+    Column("temp_c", Float),
+    Column("vr_temp_c", Float),
+    Column("fan_rpm", JSON, nullable=False),
+    Column("shares_accepted", BigInteger),
+    Column("shares_rejected", BigInteger),
+    Column("best_diff", Float),
+    Column("uptime_s", BigInteger),
+    Column("pool_url", Text),
+    Column("is_mining", Boolean, nullable=False),
+)
+
+#: One row per miner: its identity and its current status, as last published.
+miners = Table(
+    "miners",
+    metadata,
+    Column("miner_id", String(64), primary_key=True),
+    Column("driver", String(32)),
+    Column("host", Text),
+    Column("port", Integer),
+    Column("make", Text),
+    Column("model", Text),
+    Column("firmware", Text),
+    Column("hostname", Text),
+    Column("mac", String(32)),
+    Column("state", String(16)),
+    Column("reason", Text),
+    Column("since_ms", BigInteger),
+    Column("last_seen_ms", BigInteger),
+    Column("failures", Integer),
+)
+
+#: Every status change, so the history shows when a miner went offline and why.
+status_events = Table(
+    "status_events",
+    metadata,
+    Column("miner_id", String(64), primary_key=True),
+    Column("since_ms", BigInteger, primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("reason", Text),
+    Column("last_seen_ms", BigInteger),
+    Column("failures", Integer, nullable=False),
+)
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("miner_id", String(64), primary_key=True),
+    Column("rule", String(128), primary_key=True),
+    Column("ts_ms", BigInteger, primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("severity", String(16), nullable=False),
+    Column("value", Float),
+    Column("threshold", Float, nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+Index("ix_alert_events_ts", alert_events.c.ts_ms)
+
+SAMPLE_FIELDS = tuple(c.name for c in samples.columns if c.name not in ("miner_id", "ts_ms"))
+
+
+def ts_to_ms(ts: str) -> int:
+    return int(parse_ts(ts).timestamp() * 1000 + 0.5)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def sample_row(sample: Sample) -> dict[str, object]:
+    row = msgspec.structs.asdict(sample)
+    del row["schema"], row["ts"]
+    row["ts_ms"] = ts_to_ms(sample.ts)
+    return row
+
+
+def info_row(info: MinerInfo) -> dict[str, object]:
+    return msgspec.structs.asdict(info)
+
+
+def status_row(miner_id: str, status: MinerStatus) -> dict[str, object]:
+    return {
+        "miner_id": miner_id,
+        "state": status.state,
+        "reason": status.reason,
+        "since_ms": ts_to_ms(status.since),
+        "last_seen_ms": ts_to_ms(status.last_seen) if status.last_seen else None,
+        "failures": status.failures,
+    }
+
+
+def alert_row(alert: AlertEvent) -> dict[str, object]:
+    row = msgspec.structs.asdict(alert)
+    row["ts_ms"] = ts_to_ms(row.pop("ts"))
+    return row
+
+
+def async_url(url: str) -> str:
+    """The async driver's URL for a user's ``sqlite:///`` or ``postgresql://`` URL."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError(f"MINERWATCH_DB_URL {url!r} is not a database URL") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise ConfigError(f"MINERWATCH_DB_URL {url!r}: only sqlite:// and postgresql:// are supported")
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    # WAL lets the api read while the store writes; NORMAL is durable across app crashes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(async_url(url))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)

@@ -1,0 +1,141 @@
+"""Message payloads of schema 1: the public MQTT contract (see shared/DESIGN.md).
+
+Every payload is a msgspec Struct. Encoding always writes every field (missing values
+are ``null``, never absent); decoding ignores unknown fields so later schema additions
+do not break older consumers.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+#: ISO 8601 UTC with milliseconds, as every timestamp in the contract is written.
+TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+Timestamp = Annotated[str, msgspec.Meta(pattern=TS_PATTERN)]
+MinerId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]+$", max_length=64)]
+
+MinerState = Literal["online", "offline", "idle"]
+AlertState = Literal["firing", "resolved"]
+Severity = Literal["info", "warning", "critical"]
+
+
+def format_ts(moment: datetime) -> str:
+    """``2026-11-22T10:00:00.123Z`` from an aware datetime (naive means UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_ts(text: str) -> datetime:
+    """An aware UTC datetime from an ISO 8601 string; naive input means UTC.
+
+    Raises ValueError with a readable message on anything else.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except (ValueError, AttributeError):
+        raise ValueError(f"not an ISO 8601 timestamp: {text!r}") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def now_ts() -> str:
+    return format_ts(datetime.now(UTC))
+
+
+class Sample(msgspec.Struct, kw_only=True):
+    """One successful poll of one miner, normalized. Field names carry their units."""
+
+    schema: int = SCHEMA_VERSION
+    miner_id: MinerId
+    ts: Timestamp
+    hashrate_ths: float
+    expected_hashrate_ths: float | None = None
+    power_w: float | None = None
+    efficiency_jth: float | None = None
+    temp_c: float | None = None
+    vr_temp_c: float | None = None
+    fan_rpm: list[int] = msgspec.field(default_factory=list)
+    shares_accepted: int | None = None
+    shares_rejected: int | None = None
+    best_diff: float | None = None
+    uptime_s: int | None = None
+    pool_url: str | None = None
+    is_mining: bool = True
+
+
+class MinerStatus(msgspec.Struct, kw_only=True):
+    """Published retained on ``{base}/miners/{id}/status`` when the state changes."""
+
+    state: MinerState
+    reason: str | None = None
+    since: Timestamp
+    last_seen: Timestamp | None = None
+    failures: int = 0
+
+
+class MinerInfo(msgspec.Struct, kw_only=True):
+    """Identity of a miner, retained on ``{base}/miners/{id}/info``."""
+
+    miner_id: MinerId
+    driver: str
+    host: str
+    port: int
+    make: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    hostname: str | None = None
+    mac: str | None = None
+
+
+class AlertEvent(msgspec.Struct, kw_only=True):
+    """A rule changing state, retained on ``{base}/alerts/{id}/{rule}``."""
+
+    miner_id: MinerId
+    rule: str
+    state: AlertState
+    severity: Severity
+    value: float | None
+    threshold: float
+    message: str
+    ts: Timestamp
+
+
+def efficiency(power_w: float | None, hashrate_ths: float | None) -> float | None:
+    """J/TH, or None when either side is missing or the hashrate is zero."""
+    if power_w is None or not hashrate_ths:
+        return None
+    return power_w / hashrate_ths
+
+
+def finite(value: float | None) -> float | None:
+    """None for NaN and infinities, which JSON cannot carry and no sensor means."""
+    if value is None or math.isnan(value) or math.isinf(value):
+        return None
+    return value
+
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(payload: bytes | str, kind: type[T]) -> T:
+    """Decode and validate a payload; raises msgspec.DecodeError (a ValueError) on bad input."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    return decoder.decode(payload)

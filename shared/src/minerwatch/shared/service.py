@@ -1,0 +1,63 @@
+"""Process entry for every service: logging, config, signals, exit codes.
+
+A bad config prints one line (``minerwatch-store: config: ...``) and exits 2; SIGTERM and
+SIGINT cancel the service's main task so it can say goodbye on MQTT and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from minerwatch.shared.config import Config, ConfigError, load_config
+
+Main = Callable[[Config], Coroutine[Any, Any, None]]
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("MINERWATCH_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(program: str, message: str, code: int = 2) -> None:
+    print(f"{program}: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+async def run_until_signalled(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro``; SIGTERM/SIGINT cancel it and the cancellation ends here quietly."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run_service(name: str, main: Main) -> None:
+    """What each service's console script calls: ``run_service("store", store_main)``."""
+    setup_logging()
+    program = f"minerwatch-{name}"
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        fail(program, f"config: {exc}")
+    try:
+        asyncio.run(run_until_signalled(main(config)))
+    except ConfigError as exc:  # raised by checks that need the running service (e.g. DB URL)
+        fail(program, f"config: {exc}")
+    logging.getLogger(f"minerwatch.{name}").info("%s stopped", program)
