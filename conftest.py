@@ -35,7 +35,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 def _docker_answers() -> bool:
     try:
-        import docker  # noqa: PLC0415 - only when testcontainers may be used
+        import docker  # only when testcontainers may be used
 
         docker.from_env(timeout=2).ping()
         return True
@@ -85,7 +85,7 @@ class Broker:
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     if _docker_answers():
-        from testcontainers.mqtt import MosquittoContainer  # noqa: PLC0415 - optional engine
+        from testcontainers.mqtt import MosquittoContainer
 
         with MosquittoContainer() as container:
             yield Broker(container.get_container_host_ip(), int(container.get_exposed_port(1883)))
@@ -107,6 +107,12 @@ def own_broker(tmp_path: Path) -> Iterator[Broker]:
         yield Broker("127.0.0.1", local.port, local)
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="session")
+def port_picker():  # type: ignore[no-untyped-def]
+    """``free_port`` for fixtures of any scope."""
+    return free_port
 
 
 @pytest.fixture

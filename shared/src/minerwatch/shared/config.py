@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
+
 from minerwatch.shared.topics import is_miner_id
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]

@@ -16,10 +16,11 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 import aiomqtt
-from minerwatch.shared.config import MqttConfig, parse_mqtt_url
-from minerwatch.shared.topics import service_status_topic
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from minerwatch.shared.config import MqttConfig, parse_mqtt_url
+from minerwatch.shared.topics import service_status_topic
 
 log = logging.getLogger("minerwatch.mqtt")
 

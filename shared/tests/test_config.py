@@ -1,0 +1,120 @@
+"""Config: TOML file, environment on top, and one clear line per mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minerwatch.shared.config import ConfigError, Endpoint, endpoint, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "minerwatch.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_design() -> None:
+    config = load_config(environ={})
+    assert config.mqtt.url == "mqtt://127.0.0.1:1883"
+    assert config.mqtt.base_topic == "minerwatch"
+    assert config.database.url == "sqlite:///data/minerwatch.db"
+    assert config.api.listen == "127.0.0.1:8000"
+    assert config.collector.miners == []
+    assert config.collector.poll_interval_s == 10
+    assert config.collector.offline_after == 3
+    assert {rule.name for rule in config.alerts.rules} >= {"overheat"}
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[mqtt]
+url = "mqtt://user:secret@127.0.0.1:1884"
+base_topic = "farm"
+
+[collector]
+poll_interval_s = 30
+
+[[collector.miners]]
+url = "axeos://10.0.0.5"
+name = "garage"
+""")
+    config = load_config(path, environ={})
+    assert config.mqtt.base_topic == "farm"
+    assert config.collector.poll_interval_s == 30
+    assert config.collector.miners[0].name == "garage"
+
+    config = load_config(path, environ={
+        "MINERWATCH_BASE_TOPIC": "shed",
+        "MINERWATCH_POLL_INTERVAL_S": "5",
+        "MINERWATCH_MINERS": "axeos://127.0.0.1:8081, cgminer://127.0.0.1:4029?name=s19",
+    })
+    assert config.mqtt.base_topic == "shed"
+    assert config.collector.poll_interval_s == 5.0
+    assert [m.url for m in config.collector.miners] == [
+        "axeos://127.0.0.1:8081", "cgminer://127.0.0.1:4029?name=s19",
+    ]
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[api]\nlisten = "127.0.0.1:9000"\n')
+    assert load_config(environ={"MINERWATCH_CONFIG": str(path)}).api.listen == "127.0.0.1:9000"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("", {"MINERWATCH_POLL_INTERVAL_S": "soon"},
+         "MINERWATCH_POLL_INTERVAL_S='soon': Expected `float`, got `str`"),
+        ("", {"MINERWATCH_POLL_INTERVAL_S": "0"}, "MINERWATCH_POLL_INTERVAL_S='0'"),
+        ("", {"MINERWATCH_MQTT_URL": "http://broker"}, "must start with mqtt:// or mqtts://"),
+        ("", {"MINERWATCH_MINERS": "ftp://10.0.0.5"}, "must start with one of"),
+        ("", {"MINERWATCH_API_LISTEN": "localhost"}, "is not host:port"),
+        ("", {"MINERWATCH_BASE_TOPIC": "a/b"}, "MINERWATCH_BASE_TOPIC"),
+        ("[collector]\npoll_interval_s = 'x'\n", {}, "collector.poll_interval_s"),
+        ("[collector]\nbogus = 1\n", {}, "collector: Object contains unknown field `bogus`"),
+        ("[[collector.miners]]\nurl = 'axeos://h'\nname = 'Bad Name'\n", {},
+         "collector.miners[0]: name 'Bad Name'"),
+        ("[[alerts.rules]]\nname = 'hot'\nfield = 'temp_c'\nop = '=='\nthreshold = 1\n", {},
+         "alerts.rules[0].op"),
+        ("[mqtt\n", {}, "is not valid TOML"),
+    ],
+)
+def test_errors_are_one_line_naming_the_key(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ=environ)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_endpoint_defaults_ports() -> None:
+    assert endpoint("axeos://10.0.0.5") == Endpoint("axeos", "10.0.0.5", 80, None)
+    assert endpoint("cgminer://10.0.0.6") == Endpoint("cgminer", "10.0.0.6", 4028, None)
+    assert endpoint("cgminer://10.0.0.6:4029?name=s19").name == "s19"
+
+
+def test_a_service_with_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    code = (
+        "from minerwatch.shared.service import run_service\n"
+        "async def main(config): raise AssertionError('must not run')\n"
+        "run_service('demo', main)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+        env={"MINERWATCH_POLL_INTERVAL_S": "often", "PATH": "/usr/bin:/bin"}, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "minerwatch-demo: config: MINERWATCH_POLL_INTERVAL_S='often': Expected `float`, got `str`"
+    ]
