@@ -118,3 +118,10 @@ def test_a_service_with_bad_config_exits_2_with_one_line(tmp_path: Path) -> None
     assert proc.stderr.strip().splitlines() == [
         "minerwatch-demo: config: MINERWATCH_POLL_INTERVAL_S='often': Expected `float`, got `str`"
     ]
+
+
+@pytest.mark.parametrize("path", ["minerwatch.example.toml", "deploy/minerwatch.toml"])
+def test_shipped_config_files_load(path: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / path, environ={})
+    assert config.alerts.rules
