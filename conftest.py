@@ -6,6 +6,7 @@ The broker is testcontainers' Mosquitto when a Docker engine answers, else the l
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -60,6 +61,8 @@ class LocalMosquitto:
             "max_queued_messages 100000\n"
             "log_dest stderr\n"
             "log_type error\n"
+            # Started as root, mosquitto would drop to a user who cannot read tmp dirs.
+            f"user {getpass.getuser()}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -113,6 +116,12 @@ def own_broker(tmp_path: Path) -> Iterator[Broker]:
 def port_picker():  # type: ignore[no-untyped-def]
     """``free_port`` for fixtures of any scope."""
     return free_port
+
+
+@pytest.fixture(scope="session")
+def port_waiter():  # type: ignore[no-untyped-def]
+    """``wait_for_port`` for fixtures of any scope."""
+    return wait_for_port
 
 
 @pytest.fixture

@@ -1,0 +1,122 @@
+"""The shipped Mosquitto configs start, and the production ACL lets each service publish only
+what it owns. Runs the real broker binary with the repository's files (paths and port swapped
+for a temporary folder and a free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+# Mosquitto started as root drops to the `mosquitto` user, who cannot read pytest's tmp dirs.
+RUN_AS = f"\nuser {getpass.getuser()}\n"
+PASSWORDS = {"collector": "c-pw", "store": "s-pw", "alerts": "a-pw", "api": "api-pw",
+             "reader": "r-pw"}
+
+
+@pytest.fixture
+def start(port_waiter):  # type: ignore[no-untyped-def]
+    """Start mosquitto with a config; stopped at the end of the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def run(conf: Path, port: int) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE)
+        procs.append(proc)
+        try:
+            port_waiter(port, timeout=5)
+        except TimeoutError:
+            proc.kill()
+            raise AssertionError(proc.communicate()[1].decode()) from None
+        return proc
+
+    yield run
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture
+def production_broker(tmp_path: Path, port_picker, start) -> Iterator[int]:  # type: ignore[no-untyped-def]
+    port = port_picker()
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for user, password in PASSWORDS.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    (tmp_path / "data").mkdir()
+    conf = (ROOT / "mosquitto" / "mosquitto.conf").read_text()
+    conf = re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", conf, flags=re.M)
+    conf = conf.replace("/mosquitto/config/passwd", str(passwd))
+    conf = conf.replace("/mosquitto/config/acl", str(ROOT / "mosquitto" / "acl"))
+    conf = conf.replace("/mosquitto/data/", f"{tmp_path / 'data'}/")
+    (tmp_path / "mosquitto.conf").write_text(conf + RUN_AS)
+    start(tmp_path / "mosquitto.conf", port)
+    yield port
+
+
+def test_dev_config_starts(tmp_path: Path, port_picker, start) -> None:  # type: ignore[no-untyped-def]
+    port = port_picker()
+    conf = (ROOT / "mosquitto" / "dev.conf").read_text()
+    conf = conf.replace("listener 1883 ", f"listener {port} ").replace(
+        "persistence_location .demo/", f"persistence_location {tmp_path}/"
+    )
+    (tmp_path / "dev.conf").write_text(conf + RUN_AS)
+    proc = start(tmp_path / "dev.conf", port)
+    proc.terminate()
+    assert proc.wait(10) == 0
+
+
+async def delivered(port: int, publisher: str, topic: str) -> bool:
+    """Whether a message ``publisher`` sends on ``topic`` reaches a reader."""
+    async with (
+        aiomqtt.Client("127.0.0.1", port, username="reader", password="r-pw") as reader,
+        aiomqtt.Client("127.0.0.1", port, username=publisher,
+                       password=PASSWORDS[publisher]) as client,
+    ):
+        await reader.subscribe("minerwatch/#", qos=1)
+        await client.publish(topic, b"{}", qos=1)
+        try:
+            async with asyncio.timeout(1):
+                async for message in reader.messages:
+                    if str(message.topic) == topic:
+                        return True
+        except TimeoutError:
+            return False
+    return False
+
+
+@pytest.mark.parametrize(
+    ("user", "topic", "allowed"),
+    [
+        ("collector", "minerwatch/miners/m1/sample", True),
+        ("collector", "minerwatch/services/collector/status", True),
+        ("collector", "minerwatch/alerts/m1/overheat", False),
+        ("collector", "minerwatch/services/store/status", False),
+        ("alerts", "minerwatch/alerts/m1/overheat", True),
+        ("alerts", "minerwatch/miners/m1/sample", False),
+        ("store", "minerwatch/miners/m1/sample", False),
+        ("api", "minerwatch/miners/m1/sample", False),
+        ("reader", "minerwatch/miners/m1/sample", False),
+    ],
+)
+async def test_acl_limits_each_service(
+    production_broker: int, user: str, topic: str, allowed: bool
+) -> None:
+    assert await delivered(production_broker, user, topic) is allowed
+
+
+async def test_anonymous_and_wrong_passwords_are_refused(production_broker: int) -> None:
+    for username, password in [(None, None), ("collector", "wrong")]:
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", production_broker, username=username,
+                                      password=password):
+                pass
