@@ -1,0 +1,61 @@
+"""Fixtures of the simulator's tests: a controllable clock and a small running fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from minerwatch.sim.fleet import Fleet
+
+
+class ManualClock:
+    """Epoch seconds that move only when a test says so: exact, sleep-free time travel."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(float(int(time.time())))
+
+
+@pytest.fixture
+async def fleet(clock: ManualClock) -> AsyncIterator[Fleet]:
+    async with Fleet(axeos=2, cgminer=2, seed=7, clock=clock) as running:
+        yield running
+
+
+@pytest.fixture
+async def live_fleet() -> AsyncIterator[Fleet]:
+    """A fleet on the real clock, for values that must move on their own."""
+    async with Fleet(axeos=1, cgminer=1, seed=3) as running:
+        yield running
+
+
+CgCall = Callable[..., Awaitable[bytes]]
+
+
+async def _cgminer_call(port: int, request: bytes, timeout: float = 2.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+def cg_call() -> CgCall:
+    """Send one request to a CGMiner port and read until the miner closes."""
+    return _cgminer_call
