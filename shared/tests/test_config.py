@@ -125,3 +125,14 @@ def test_shipped_config_files_load(path: str) -> None:
     root = Path(__file__).resolve().parents[2]
     config = load_config(root / path, environ={})
     assert config.alerts.rules
+
+
+def test_database_url_errors_never_show_the_password() -> None:
+    from minerwatch.shared.db import async_url  # the db extra is not always installed
+
+    with pytest.raises(ConfigError) as err:
+        async_url("mysql://user:hunter2@db.example/minerwatch")
+    assert "hunter2" not in str(err.value)
+    assert "only sqlite:// and postgresql://" in str(err.value)
+    with pytest.raises(ConfigError, match="not a database URL"):
+        async_url("::: not a url :::")

@@ -145,7 +145,8 @@ def async_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception:
-        raise ConfigError(f"MINERWATCH_DB_URL {url!r} is not a database URL") from None
+        raise ConfigError("MINERWATCH_DB_URL is not a database URL") from None
+    shown = parsed.render_as_string(hide_password=True)  # never print a password
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -153,7 +154,9 @@ def async_url(url: str) -> str:
         return str(parsed.set(drivername="sqlite+aiosqlite"))
     if backend == "postgresql":
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    raise ConfigError(f"MINERWATCH_DB_URL {url!r}: only sqlite:// and postgresql:// are supported")
+    raise ConfigError(
+        f"MINERWATCH_DB_URL {shown!r}: only sqlite:// and postgresql:// are supported"
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
