@@ -86,7 +86,8 @@ Op = Literal[">", ">=", "<", "<="]
 
 class RuleConfig(_Section, kw_only=True):
     """``field op threshold`` held for ``for_s`` seconds fires; it resolves past the
-    hysteresis band. After resolving, the same rule cannot fire again for ``cooldown_s``."""
+    hysteresis band. After firing, the same (miner, rule) cannot fire again until
+    ``cooldown_s`` has passed; resolves are always published."""
 
     name: TopicLevel
     field: str

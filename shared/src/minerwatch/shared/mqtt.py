@@ -27,6 +27,20 @@ log = logging.getLogger("minerwatch.mqtt")
 Session = Callable[[aiomqtt.Client], Awaitable[None]]
 
 
+async def publish(
+    client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True
+) -> None:
+    """``client.publish`` that never swallows a cancellation.
+
+    On Python 3.11, ``asyncio.wait_for`` (inside aiomqtt's publish) drops a cancel that lands
+    as the broker's acknowledgement arrives, which would leave a SIGTERMed service running.
+    """
+    await client.publish(topic, payload, qos=qos, retain=retain)
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def backoff_delays(first: float, limit: float) -> Callable[[], float]:
     """Successive reconnect delays: doubling from ``first`` up to ``limit``, with full jitter
     in the upper half so a restarted broker is not hit by every service at once."""
@@ -94,8 +108,8 @@ class MqttLink:
                         self.config.reconnect_min_s, self.config.reconnect_max_s
                     )
                     log.info("%s connected to broker %s", self.service, where)
-                    await client.publish(self.status_topic, b"online", qos=1, retain=True)
                     try:
+                        await publish(client, self.status_topic, b"online")
                         await session(client)
                         return
                     except asyncio.CancelledError:
