@@ -1,0 +1,102 @@
+"""What every driver returns: one normalized reading, or a PollError with a short reason."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+
+from minerwatch.collector.drivers.values import tidy
+from minerwatch.shared.schemas import MinerInfo, Sample, efficiency
+
+
+class PollError(Exception):
+    """A poll that failed; ``reason`` is one short line for the status topic and the CLI,
+    e.g. ``timeout after 5.0 s``, ``connection refused``, ``bad reply: not JSON at byte 12``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Reading(msgspec.Struct, kw_only=True):
+    """A Sample's measured fields (all but miner_id and ts) plus the miner's identity."""
+
+    hashrate_ths: float
+    expected_hashrate_ths: float | None = None
+    power_w: float | None = None
+    temp_c: float | None = None
+    vr_temp_c: float | None = None
+    fan_rpm: list[int] = msgspec.field(default_factory=list)
+    shares_accepted: int | None = None
+    shares_rejected: int | None = None
+    best_diff: float | None = None
+    uptime_s: int | None = None
+    pool_url: str | None = None
+    is_mining: bool = True
+    # identity
+    make: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    hostname: str | None = None
+    mac: str | None = None
+
+    def sample(self, miner_id: str, ts: str) -> Sample:
+        return Sample(
+            miner_id=miner_id,
+            ts=ts,
+            hashrate_ths=self.hashrate_ths,
+            expected_hashrate_ths=self.expected_hashrate_ths,
+            power_w=self.power_w,
+            efficiency_jth=tidy(efficiency(self.power_w, self.hashrate_ths)),
+            temp_c=self.temp_c,
+            vr_temp_c=self.vr_temp_c,
+            fan_rpm=list(self.fan_rpm),
+            shares_accepted=self.shares_accepted,
+            shares_rejected=self.shares_rejected,
+            best_diff=self.best_diff,
+            uptime_s=self.uptime_s,
+            pool_url=self.pool_url,
+            is_mining=self.is_mining,
+        )
+
+    def info(self, miner_id: str, driver: str, host: str, port: int) -> MinerInfo:
+        return MinerInfo(
+            miner_id=miner_id,
+            driver=driver,
+            host=host,
+            port=port,
+            make=self.make,
+            model=self.model,
+            firmware=self.firmware,
+            hostname=self.hostname,
+            mac=self.mac,
+        )
+
+
+def format_seconds(seconds: float) -> str:
+    """``5`` -> ``5.0``, ``0.25`` -> ``0.25``: for "timeout after 5.0 s"."""
+    return f"{seconds:.1f}" if round(seconds, 1) == seconds else f"{seconds:g}"
+
+
+def timeout_reason(seconds: float) -> str:
+    return f"timeout after {format_seconds(seconds)} s"
+
+
+def decode_json(body: bytes | str) -> object:
+    """Parse a reply; PollError with the byte where it breaks when it is not JSON.
+
+    Bytes are decoded as UTF-8 with replacement (firmwares put raw bytes in names), and
+    raw control characters inside strings are accepted (seen in the field)."""
+    reply = body if isinstance(body, str) else body.decode("utf-8", errors="replace")
+    if not reply.strip():
+        raise PollError("bad reply: empty")
+    try:
+        return json.loads(reply, strict=False)
+    except json.JSONDecodeError as exc:
+        at = len(reply[: exc.pos].encode("utf-8"))
+        truncated = exc.pos >= len(reply.rstrip()) or exc.msg.startswith("Unterminated")
+        what = "truncated JSON" if truncated else "not JSON"
+        raise PollError(f"bad reply: {what} at byte {at}") from None
+    except RecursionError:
+        raise PollError("bad reply: JSON nested too deep") from None
