@@ -1,0 +1,99 @@
+"""The Litestar application: history API, live WebSocket relay, dashboard and OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.static_files import create_static_files_router
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from minerwatch.api.database import Database, DatabaseUnavailable
+from minerwatch.api.relay import Relay
+from minerwatch.api.routes.config import client_config
+from minerwatch.api.routes.health import healthz
+from minerwatch.api.routes.miners import miner_history, miners_index
+from minerwatch.api.routes.ws import live
+from minerwatch.shared.config import Config
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+
+
+def _error(status: int, detail: str) -> Response[dict[str, object]]:
+    return Response({"status_code": status, "detail": detail}, status_code=status,
+                    media_type=MediaType.JSON)
+
+
+def parameter_problems(extra: object, query: Mapping[str, str]) -> list[str]:
+    """``limit: Expected int >= 1 (got '0')`` from Litestar's validation details."""
+    problems = []
+    for item in extra if isinstance(extra, list) else []:
+        if not isinstance(item, dict) or not item.get("key"):
+            continue
+        key = str(item["key"])
+        message = str(item.get("message") or "invalid").replace("`", "")
+        if key in query and "got" not in message:
+            message += f" (got {query[key]!r})"
+        problems.append(f"{key}: {message}")
+    return problems
+
+
+def _bad_request(request: Request, exc: ValidationException) -> Response[dict[str, object]]:
+    """One line naming the parameter, also for Litestar's own parameter validation (whose
+    detail is generic, with the specifics in ``extra``)."""
+    problems = parameter_problems(exc.extra, request.query_params)
+    return _error(400, "; ".join(problems) if problems else exc.detail)
+
+
+def _unavailable(_request: Request, exc: DatabaseUnavailable) -> Response[dict[str, object]]:
+    return _error(503, str(exc))
+
+
+def create_app(
+    config: Config, *, relay: Relay | None = None, engine: AsyncEngine | None = None
+) -> Litestar:
+    """The api for ``config``. ``relay`` and ``engine`` may be given (tests, embedding);
+    a given engine stays the caller's to dispose of."""
+    relay = relay if relay is not None else Relay(config.mqtt)
+    db = Database(config.database.url, engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        await db.open()
+        relay.start()
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await db.close()
+
+    return Litestar(
+        route_handlers=[
+            miners_index,
+            miner_history,
+            healthz,
+            client_config,
+            live,
+            create_static_files_router("/", [DASHBOARD_DIR], html_mode=True, name="dashboard"),
+        ],
+        dependencies={
+            "db": Provide(lambda: db, sync_to_thread=False),
+            "relay": Provide(lambda: relay, sync_to_thread=False),
+        },
+        exception_handlers={
+            ValidationException: _bad_request,
+            DatabaseUnavailable: _unavailable,
+        },
+        lifespan=[lifespan],
+        logging_config=None,  # run_service already set up logging for every service
+        openapi_config=OpenAPIConfig(
+            title="minerwatch api",
+            version="1",
+            description="History of the miners, live MQTT relay over WebSocket, health.",
+        ),
+    )

@@ -1,0 +1,170 @@
+"""Fixtures of the api tests: the real app under uvicorn on a free loopback port.
+
+``start_api`` runs ``create_app`` in uvicorn as a task of the test's own event loop, with a
+real SQLite file and the broker from the root fixtures; rows go into the database through
+the shared tables, exactly as the store writes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import uvicorn
+
+from minerwatch.api.app import create_app
+from minerwatch.api.relay import Relay
+from minerwatch.shared.config import Config, DatabaseConfig, MqttConfig
+from minerwatch.shared.db import (
+    create_engine,
+    create_schema,
+    info_row,
+    miners,
+    sample_row,
+    samples,
+    status_row,
+)
+from minerwatch.shared.schemas import MinerInfo, MinerStatus, Sample
+
+
+@dataclass
+class ApiServer:
+    url: str
+    ws_url: str
+    base: str
+    db_url: str
+    relay: Relay
+
+
+StartApi = Callable[..., AbstractAsyncContextManager[ApiServer]]
+
+
+def build_sample(miner_id: str, ts: str, hashrate_ths: float = 1.0, **fields: object) -> Sample:
+    values: dict[str, object] = {
+        "power_w": 15.0,
+        "efficiency_jth": 15.0 / hashrate_ths if hashrate_ths else None,
+        "temp_c": 55.0,
+        "fan_rpm": [4200],
+        "shares_accepted": 100,
+        "shares_rejected": 1,
+    }
+    values.update(fields)
+    return Sample(miner_id=miner_id, ts=ts, hashrate_ths=hashrate_ths, **values)  # type: ignore[arg-type]
+
+
+async def seed_rows(
+    db_url: str,
+    *,
+    sample_rows: Iterable[Sample] = (),
+    infos: Iterable[MinerInfo] = (),
+    statuses: Iterable[tuple[str, MinerStatus]] = (),
+) -> None:
+    """Write rows the way the store does: one ``miners`` row with info and status columns."""
+    engine = create_engine(db_url)
+    try:
+        await create_schema(engine)
+        per_miner: dict[str, dict[str, object]] = {}
+        for info in infos:
+            per_miner.setdefault(info.miner_id, {}).update(info_row(info))
+        for miner_id, status in statuses:
+            per_miner.setdefault(miner_id, {}).update(status_row(miner_id, status))
+        async with engine.begin() as conn:
+            rows = [sample_row(sample) for sample in sample_rows]
+            if rows:
+                await conn.execute(samples.insert(), rows)
+            for row in per_miner.values():
+                await conn.execute(miners.insert(), [row])
+    finally:
+        await engine.dispose()
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def make_sample() -> Callable[..., Sample]:
+    """``make_sample(miner_id, ts, hashrate_ths=1.0, **fields)``: a plausible Bitaxe sample."""
+    return build_sample
+
+
+@pytest.fixture
+def seed() -> Callable[..., Awaitable[None]]:
+    """``await seed(db_url, sample_rows=[...], infos=[...], statuses=[(id, status)])``."""
+    return seed_rows
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'data' / 'history.db'}"
+
+
+@pytest.fixture
+def start_api(broker, base_topic: str, db_url: str) -> StartApi:  # type: ignore[no-untyped-def]
+    """``async with start_api(db_url=..., broker_url=..., backlog_limit=..., port=...) as api:``"""
+
+    @asynccontextmanager
+    async def start(
+        *,
+        db_url: str = db_url,
+        broker_url: str = broker.url,
+        backlog_limit: int = 1000,
+        wait_for_broker: bool = True,
+        send_buffer: int | None = None,
+        port: int = 0,
+    ) -> AsyncIterator[ApiServer]:
+        mqtt = MqttConfig(url=broker_url, base_topic=base_topic, reconnect_min_s=0.1,
+                          reconnect_max_s=0.5)
+        config = Config(mqtt=mqtt, database=DatabaseConfig(url=db_url))
+        relay = Relay(mqtt, backlog_limit=backlog_limit)
+        sock = socket.socket()
+        if send_buffer is not None:
+            # Accepted connections inherit it: a kernel that buffers little for slow peers.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarts on one port
+        sock.bind(("127.0.0.1", port))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(config, relay=relay), log_config=None, lifespan="on")
+        )
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            await wait_until(lambda: server.started or task.done(), what="uvicorn to start")
+            assert not task.done(), "the api did not start"
+            if wait_for_broker:
+                await wait_until(lambda: relay.listening, what="the relay to subscribe")
+            yield ApiServer(
+                url=f"http://127.0.0.1:{port}",
+                ws_url=f"ws://127.0.0.1:{port}/ws",
+                base=base_topic,
+                db_url=db_url,
+                relay=relay,
+            )
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+            sock.close()
+
+    return start
+
+
+@pytest.fixture
+async def publish(broker) -> AsyncIterator[Callable[..., Awaitable[None]]]:  # type: ignore[no-untyped-def]
+    """``await publish(topic, payload, retain=False)`` through a client of the test's own."""
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+
+        async def send(topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+            await client.publish(topic, payload, qos=1, retain=retain)
+
+        yield send
