@@ -199,7 +199,9 @@ async def test_websocket_client_receives_live_samples(stack: Stack) -> None:
         await ws.send(json.dumps({"subscribe": "elsewhere/#"}))
         refused = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert "error" in refused
-        await ws.send(json.dumps({"subscribe": f"{stack.base}/miners/+/sample"}))
+        wanted = f"{stack.base}/miners/+/sample"
+        await ws.send(json.dumps({"subscribe": wanted}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"subscribed": wanted}
         first_seen: dict[str, str] = {}
         newer: set[str] = set()
         async with asyncio.timeout(15):
