@@ -11,12 +11,13 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 # apt for what PyPI cannot give: the broker, and a browser for the dashboard tests.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps browser-deps demo run test lint format clean
+.PHONY: help setup system-deps browser-deps demo run test lint format bench clean
 
 help:
 	@echo "make demo   the whole stack with a simulated fleet; dashboard at http://127.0.0.1:8000"
 	@echo "make run    the stack with your own config (MINERWATCH_CONFIG / MINERWATCH_* variables)"
 	@echo "make test   installs what it needs, then runs lint and the whole test suite"
+	@echo "make bench  benchmarks (collector, store); results in docs/benchmarks.md"
 	@echo "make setup  .venv with every console script (and mosquitto when missing)"
 
 $(UV):
@@ -59,6 +60,14 @@ lint: $(VENV)/.synced
 
 test: setup browser-deps lint
 	$(VENV)/bin/pytest
+
+# Benchmark-only packages (pyasic and friends) come in with the `bench` group.
+bench: setup
+	$(UV) sync --all-packages --frozen --group bench
+	@set -e; for script in bench/*.py; do \
+	  [ "$$script" = bench/report.py ] && continue; \
+	  echo "== $$script"; $(VENV)/bin/python "$$script"; done
+	@echo "results: docs/benchmarks.md"
 
 format: $(VENV)/.synced
 	$(VENV)/bin/ruff check --fix .
