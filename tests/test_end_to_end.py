@@ -77,13 +77,14 @@ async def stack(
     workdir = tmp_path_factory.mktemp("stack")
     api_port = port_picker()
     config = workdir / "minerwatch.toml"
-    config.write_text("""
+    config.write_text(f"""
 [collector]
 timeout_s = 0.4
 offline_after = 3
 
 [store]
 batch_interval_s = 0.1
+client_id = "e2e-store-{api_port}"
 
 [[alerts.rules]]
 name = "overheat"

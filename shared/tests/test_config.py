@@ -136,3 +136,67 @@ def test_database_url_errors_never_show_the_password() -> None:
     assert "only sqlite:// and postgresql://" in str(err.value)
     with pytest.raises(ConfigError, match="not a database URL"):
         async_url("::: not a url :::")
+
+
+def test_discovery_is_off_by_default() -> None:
+    discovery = load_config(environ={}).collector.discovery
+    assert discovery.cidrs == [] and discovery.mdns is False
+    assert discovery.ports == [80, 4028]
+
+
+def test_discovery_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[collector.discovery]
+cidrs = ["192.168.1.0/24", "10.1.2.3/16"]
+rescan_interval_s = 300
+concurrency = 32
+timeout_s = 0.5
+budget_s = 60
+mdns = true
+""")
+    discovery = load_config(path, environ={}).collector.discovery
+    assert discovery.cidrs == ["192.168.1.0/24", "10.1.2.3/16"]
+    assert (discovery.rescan_interval_s, discovery.concurrency, discovery.timeout_s,
+            discovery.budget_s, discovery.mdns) == (300, 32, 0.5, 60, True)
+
+    environ = {"MINERWATCH_DISCOVER_CIDRS": " 127.0.0.0/28, ,127.0.1.0/24 "}
+    discovery = load_config(path, environ=environ).collector.discovery
+    assert discovery.cidrs == ["127.0.0.0/28", "127.0.1.0/24"]
+    assert discovery.mdns is True  # the rest of the section stays as the file says
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("", {"MINERWATCH_DISCOVER_CIDRS": "10.0.0.0/8"},
+         "MINERWATCH_DISCOVER_CIDRS='10.0.0.0/8': '10.0.0.0/8' is larger than a /16"),
+        ("", {"MINERWATCH_DISCOVER_CIDRS": "192.168.1.0/24,lan"},
+         "'lan' is not an address range"),
+        ("[collector.discovery]\ncidrs = ['172.16.0.0/12']\n", {},
+         "collector.discovery: '172.16.0.0/12' is larger than a /16 (1048576 addresses)"),
+        ("[collector.discovery]\ncidrs = ['2001:db8::/64']\n", {}, "is larger than a /16"),
+        ("[collector.discovery]\nports = []\n", {}, "collector.discovery.ports"),
+        ("[collector.discovery]\nports = [0]\n", {}, "collector.discovery.ports[0]"),
+        ("[collector.discovery]\nscan_everything = true\n", {}, "unknown field"),
+    ],
+)
+def test_discovery_errors_are_one_line(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), environ=environ)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_slash_16_is_the_largest_range_allowed() -> None:
+    config = load_config(environ={"MINERWATCH_DISCOVER_CIDRS": "10.7.0.0/16,10.8.0.9"})
+    assert config.collector.discovery.cidrs == ["10.7.0.0/16", "10.8.0.9"]
+
+
+def test_store_session_from_environment() -> None:
+    config = load_config(environ={"MINERWATCH_STORE_CLIENT_ID": "store-2",
+                                  "MINERWATCH_STORE_GROUP": "stores"})
+    assert (config.store.client_id, config.store.group) == ("store-2", "stores")
+    with pytest.raises(ConfigError, match="MINERWATCH_STORE_CLIENT_ID"):
+        load_config(environ={"MINERWATCH_STORE_CLIENT_ID": "has space"})

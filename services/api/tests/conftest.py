@@ -2,7 +2,8 @@
 
 ``start_api`` runs ``create_app`` in uvicorn as a task of the test's own event loop, with a
 real SQLite file and the broker from the root fixtures; rows go into the database through
-the shared tables, exactly as the store writes them.
+the shared tables, exactly as the store writes them. ``postgres_schema_url`` gives a
+PostgreSQL URL whose tables live in a throwaway schema.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -18,20 +20,26 @@ from pathlib import Path
 import aiomqtt
 import pytest
 import uvicorn
+from sqlalchemy import Table, text
 
 from minerwatch.api.app import create_app
 from minerwatch.api.relay import Relay
 from minerwatch.shared.config import Config, DatabaseConfig, MqttConfig
 from minerwatch.shared.db import (
+    alert_events,
+    alert_row,
     create_engine,
     create_schema,
     info_row,
     miners,
     sample_row,
     samples,
+    status_events,
     status_row,
 )
-from minerwatch.shared.schemas import MinerInfo, MinerStatus, Sample
+from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass
@@ -65,8 +73,11 @@ async def seed_rows(
     sample_rows: Iterable[Sample] = (),
     infos: Iterable[MinerInfo] = (),
     statuses: Iterable[tuple[str, MinerStatus]] = (),
+    events: Iterable[tuple[str, MinerStatus] | AlertEvent] = (),
+    rollups: Iterable[tuple[Table, dict[str, object]]] = (),
 ) -> None:
-    """Write rows the way the store does: one ``miners`` row with info and status columns."""
+    """Write rows the way the store does: one ``miners`` row with info and status columns,
+    status changes and alerts as ``events``, rollup rows as (table, row)."""
     engine = create_engine(db_url)
     try:
         await create_schema(engine)
@@ -81,6 +92,13 @@ async def seed_rows(
                 await conn.execute(samples.insert(), rows)
             for row in per_miner.values():
                 await conn.execute(miners.insert(), [row])
+            for event in events:
+                if isinstance(event, AlertEvent):
+                    await conn.execute(alert_events.insert(), [alert_row(event)])
+                else:
+                    await conn.execute(status_events.insert(), [status_row(*event)])
+            for table, row in rollups:
+                await conn.execute(table.insert(), [row])
     finally:
         await engine.dispose()
 
@@ -108,6 +126,37 @@ def seed() -> Callable[..., Awaitable[None]]:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'data' / 'history.db'}"
+
+
+@asynccontextmanager
+async def postgres_schema_url() -> AsyncIterator[str]:
+    """The test PostgreSQL with a schema of its own as search path, dropped afterwards."""
+    schema = f"mwapi_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        await admin.dispose()
+        problem = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        pytest.fail(f"PostgreSQL at {PG_URL} is unreachable; the api's history tests need "
+                    f"it: {problem}", pytrace=False)
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A history database on each engine; a module takes it with ``db_url = any_db_url``."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'history.db'}"
+        return
+    async with postgres_schema_url() as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""GET /api/miners and GET /api/miners/{id}/samples against a real SQLite file."""
+"""GET /api/miners and GET /api/miners/{id}/samples (raw) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ StartApi = Callable[..., Any]
 Seed = Callable[..., Awaitable[None]]
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db_url(any_db_url: str) -> str:
+    return any_db_url
 
 
 def ts(seconds: float) -> str:

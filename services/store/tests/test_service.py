@@ -70,7 +70,10 @@ def config(broker: Any, base_topic: str, sqlite_url: str) -> Config:
         mqtt=MqttConfig(url=broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                         reconnect_max_s=0.5),
         database=DatabaseConfig(url=sqlite_url),
-        store=StoreConfig(batch_size=100, batch_interval_s=0.05),
+        # a session of this test's own: the broker keeps sessions across tests; the test
+        # samples are from a fixed day, which retention must not take for old
+        store=StoreConfig(batch_size=100, batch_interval_s=0.05, client_id=base_topic,
+                          keep_raw_days=0, keep_1m_days=0),
     )
 
 
@@ -248,7 +251,8 @@ async def test_process_stores_retained_messages_and_flushes_on_sigterm(
     db_path = tmp_path / "proc" / "history.db"
     settings = tmp_path / "minerwatch.toml"
     # only the SIGTERM flush can write during this test
-    settings.write_text("[store]\nbatch_size = 1000\nbatch_interval_s = 60\n")
+    settings.write_text("[store]\nbatch_size = 1000\nbatch_interval_s = 60\n"
+                        f'client_id = "{base_topic}"\nkeep_raw_days = 0\n')
     env = _env(MINERWATCH_MQTT_URL=broker.url, MINERWATCH_BASE_TOPIC=base_topic,
                MINERWATCH_DB_URL=f"sqlite:///{db_path}", MINERWATCH_CONFIG=str(settings))
     async with publisher(broker) as client:

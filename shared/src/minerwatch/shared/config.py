@@ -7,6 +7,7 @@ print it and exit 2 (see ``service.run_service``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from minerwatch.shared.topics import is_miner_id
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 TopicLevel = Annotated[str, msgspec.Meta(pattern=r"^[^/#+]+$")]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 DRIVERS = ("axeos", "cgminer")
 DEFAULT_PORTS = {"axeos": 80, "cgminer": 4028}
@@ -57,21 +59,85 @@ class MinerConfig(_Section, kw_only=True):
             raise ValueError(f"name {self.name!r} must be 1-64 characters of [a-z0-9_-]")
 
 
+#: The most addresses one configured range may hold: a /16.
+MAX_SCAN_ADDRESSES = 1 << 16
+
+
+def scan_network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``192.168.1.0/24`` (host bits allowed) -> the network; ValueError for bad or absurd
+    ranges: scanning more than a /16 is never what someone at home meant."""
+    try:
+        network = ipaddress.ip_network(cidr.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{cidr!r} is not an address range like 192.168.1.0/24") from None
+    if network.num_addresses > MAX_SCAN_ADDRESSES:
+        raise ValueError(f"{cidr!r} is larger than a /16 ({network.num_addresses} addresses): "
+                         "list smaller ranges")
+    return network
+
+
+class DiscoveryConfig(_Section):
+    """Finding miners on the network. Off unless ranges are listed or ``mdns`` is on:
+    nothing outside ``cidrs`` is ever probed."""
+
+    cidrs: list[str] = msgspec.field(default_factory=list)
+    #: Every address is probed on these ports (80: AxeOS, 4028: CGMiner).
+    ports: Annotated[list[Port], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: [80, 4028])
+    rescan_interval_s: Positive = 600.0
+    concurrency: PositiveInt = 64
+    timeout_s: Positive = 1.0
+    #: A whole scan stops after this long; what was found by then joins.
+    budget_s: Positive = 120.0
+    mdns: bool = False
+
+    def __post_init__(self) -> None:
+        for cidr in self.cidrs:
+            scan_network(cidr)
+
+
 class CollectorConfig(_Section):
     poll_interval_s: Positive = 10.0
     timeout_s: Positive = 5.0
     concurrency: PositiveInt = 256
     offline_after: PositiveInt = 3
+    #: Messages kept while the broker is unreachable (past it the oldest samples go);
+    #: unset: ten minutes of the whole fleet.
+    buffer_messages: PositiveInt | None = None
     miners: list[MinerConfig] = msgspec.field(default_factory=list)
+    discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
 
 
 class DatabaseConfig(_Section):
     url: str = "sqlite:///data/minerwatch.db"
 
 
+Days = Annotated[float, msgspec.Meta(ge=0)]
+
+
 class StoreConfig(_Section):
-    batch_size: PositiveInt = 500
+    """Rows are written in batches of up to ``batch_size`` (or every ``batch_interval_s``);
+    the broker sends at most two batches' worth of unacknowledged messages at a time.
+
+    The store keeps an MQTT session under ``client_id`` while it is away (the broker queues
+    for it): give every store process its own id. Processes with the same ``group`` share
+    the work as an MQTT v5 shared subscription (``$share/<group>/...``).
+
+    History is kept ``keep_raw_days`` as raw samples, ``keep_1m_days`` as 1-minute and
+    ``keep_1h_days`` as 1-hour rollups; 0 keeps forever. Retention runs every
+    ``retention_interval_s``, deleting at most ``retention_batch`` rows per transaction.
+    """
+
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 5000
     batch_interval_s: Positive = 0.5
+    client_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = (
+        "minerwatch-store")
+    group: TopicLevel | None = None
+    keep_raw_days: Days = 7.0
+    keep_1m_days: Days = 90.0
+    keep_1h_days: Days = 0.0
+    retention_interval_s: Positive = 600.0
+    retention_batch: PositiveInt = 5000
 
 
 class ApiConfig(_Section):
@@ -185,7 +251,7 @@ def host_port(text: str) -> tuple[str, int]:
 
 
 # Environment variable -> (path in the config, how to turn the text into the value)
-_ENV: dict[str, tuple[tuple[str, str], Any]] = {
+_ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "MINERWATCH_MQTT_URL": (("mqtt", "url"), str),
     "MINERWATCH_BASE_TOPIC": (("mqtt", "base_topic"), str),
     "MINERWATCH_DB_URL": (("database", "url"), str),
@@ -195,6 +261,13 @@ _ENV: dict[str, tuple[tuple[str, str], Any]] = {
         ("collector", "miners"),
         lambda text: [{"url": u.strip()} for u in text.split(",") if u.strip()],
     ),
+    "MINERWATCH_DISCOVER_CIDRS": (
+        ("collector", "discovery", "cidrs"),
+        lambda text: [c.strip() for c in text.split(",") if c.strip()],
+    ),
+    # Replicas of one store image each need their own session id, and share a group.
+    "MINERWATCH_STORE_CLIENT_ID": (("store", "client_id"), str),
+    "MINERWATCH_STORE_GROUP": (("store", "group"), str),
 }
 
 
@@ -234,9 +307,12 @@ def load_config(
 
     overrides = {name: environ[name] for name in _ENV if environ.get(name, "").strip()}
     for name, text in overrides.items():
-        (section, key), parse = _ENV[name]
+        path, parse = _ENV[name]
         merged = msgspec.to_builtins(config)
-        merged[section][key] = parse(text.strip())
+        target = merged
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = parse(text.strip())
         try:
             config = msgspec.convert(merged, Config, strict=False)
         except msgspec.ValidationError as exc:

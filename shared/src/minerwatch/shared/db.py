@@ -4,10 +4,18 @@ SQLAlchemy 2 Core with the async engine, so services stay on one event loop.
 ``sqlite:///path`` becomes aiosqlite in WAL mode; ``postgresql://`` becomes psycopg (v3).
 Timestamps are stored as integer milliseconds since the epoch (UTC): compact, exact,
 and ordered the same way on both engines. Needs the ``minerwatch-shared[db]`` extra.
+
+History is kept at three resolutions: raw ``samples`` and the per-miner rollups
+``rollups_1m`` and ``rollups_1h`` (sum, count, min and max of the gauges in ``ROLLUP_METRICS``,
+and the newest value of the fields in ``ROLLUP_LAST``), which the store maintains as
+samples arrive. The primary keys ``(miner_id, ts_ms)`` and ``(miner_id, bucket_ms)`` serve
+both "one miner over a time range" and "latest per miner"; on SQLite these tables are
+``WITHOUT ROWID``, so one miner's rows sit together in key order.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +60,7 @@ samples = Table(
     Column("uptime_s", BigInteger),
     Column("pool_url", Text),
     Column("is_mining", Boolean, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 #: One row per miner: its identity and its current status, as last published.
@@ -100,6 +109,55 @@ alert_events = Table(
 )
 
 Index("ix_alert_events_ts", alert_events.c.ts_ms)
+Index("ix_alert_events_miner_ts", alert_events.c.miner_id, alert_events.c.ts_ms)
+
+#: Gauges a rollup keeps as ``{name}_sum``, ``{name}_n`` (non-null count), ``_min``, ``_max``.
+ROLLUP_METRICS = ("hashrate_ths", "power_w", "temp_c", "vr_temp_c")
+#: Fields a rollup keeps as the value of its newest sample (counters and settings).
+ROLLUP_LAST = ("expected_hashrate_ths", "fan_rpm", "shares_accepted", "shares_rejected",
+               "best_diff", "uptime_s", "pool_url", "is_mining")
+
+
+def _rollup_table(name: str) -> Table:
+    metrics = [
+        column
+        for metric in ROLLUP_METRICS
+        for column in (
+            Column(f"{metric}_sum", Float, nullable=False),
+            Column(f"{metric}_n", Integer, nullable=False),
+            Column(f"{metric}_min", Float),
+            Column(f"{metric}_max", Float),
+        )
+    ]
+    last = [Column(field, samples.c[field].type, nullable=samples.c[field].nullable)
+            for field in ROLLUP_LAST]
+    return Table(
+        name,
+        metadata,
+        Column("miner_id", String(64), primary_key=True),
+        Column("bucket_ms", BigInteger, primary_key=True),  # start of the bucket
+        Column("samples", Integer, nullable=False),
+        Column("last_ts_ms", BigInteger, nullable=False),  # the sample ``ROLLUP_LAST`` is from
+        *metrics,
+        *last,
+        sqlite_with_rowid=False,
+    )
+
+
+rollups_1m = _rollup_table("rollups_1m")
+rollups_1h = _rollup_table("rollups_1h")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """One rollup level: its name in the API and config, its bucket length, its table."""
+
+    name: str
+    step_ms: int
+    table: Table
+
+
+ROLLUPS = (Resolution("1m", 60_000, rollups_1m), Resolution("1h", 3_600_000, rollups_1h))
 
 SAMPLE_FIELDS = tuple(c.name for c in samples.columns if c.name not in ("miner_id", "ts_ms"))
 

@@ -5,6 +5,11 @@ Last Will of ``offline``), hands the connected client to ``session`` and, when t
 goes away, reconnects with exponential backoff and jitter and calls ``session`` again.
 Cancelling the task (SIGTERM/SIGINT through ``service.run_service``) publishes ``offline``
 before a clean disconnect, since a broker sends the Last Will only on an unclean one.
+
+A service that must not lose messages (the store) asks for a persistent session, a fixed
+client id, manual acknowledgement and a receive maximum: the broker then keeps what is
+not acknowledged, redelivers it after a crash, and sends no more than ``receive_maximum``
+unacknowledged QoS 1 messages at a time (MQTT v5 flow control).
 """
 
 from __future__ import annotations
@@ -41,6 +46,16 @@ async def publish(
         raise asyncio.CancelledError
 
 
+def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Acknowledge a message received on a ``manual_ack`` link, once it is safe.
+
+    Only the connection that received a message can acknowledge it: after a reconnect the
+    old client is closed and this does nothing, and the broker redelivers the message.
+    """
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)
+
+
 def backoff_delays(first: float, limit: float) -> Callable[[], float]:
     """Successive reconnect delays: doubling from ``first`` up to ``limit``, with full jitter
     in the upper half so a restarted broker is not hit by every service at once."""
@@ -65,6 +80,8 @@ class MqttLink:
         *,
         client_id: str | None = None,
         persistent_session: bool = False,
+        manual_ack: bool = False,
+        receive_maximum: int | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -72,16 +89,19 @@ class MqttLink:
         self.address = parse_mqtt_url(config.url)
         self.client_id = client_id
         self.persistent_session = persistent_session
+        self.manual_ack = manual_ack
+        self.receive_maximum = receive_maximum
         self.status_topic = service_status_topic(self.base, service)
         self.connected = False
 
     def _client(self) -> aiomqtt.Client:
-        properties = None
+        properties = Properties(PacketTypes.CONNECT)
         if self.persistent_session:
             # MQTT v5: keep the session (subscriptions, queued QoS 1 messages) for a day.
-            properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 86400
-        return aiomqtt.Client(
+        if self.receive_maximum is not None:
+            properties.ReceiveMaximum = self.receive_maximum
+        client = aiomqtt.Client(
             self.address.host,
             self.address.port,
             username=self.address.username,
@@ -89,12 +109,17 @@ class MqttLink:
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=not self.persistent_session,
-            properties=properties,
+            properties=None if properties.isEmpty() else properties,
             keepalive=self.config.keepalive_s,
             timeout=10,
             will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
             tls_context=ssl.create_default_context() if self.address.tls else None,
         )
+        if self.manual_ack:
+            # aiomqtt 2.x has no option for it yet (aiomqtt issue #345); paho-mqtt 2.x does.
+            # Set before connecting: a resumed session's messages follow the CONNACK at once.
+            client._client.manual_ack_set(True)
+        return client
 
     async def run(self, session: Session) -> None:
         """Keep a session running until it returns or the task is cancelled."""

@@ -2,21 +2,51 @@
 
 Parsing is pure and raises BadParameter (one line naming the parameter); the SQL is built
 with SQLAlchemy Core so it runs the same on SQLite and PostgreSQL.
+
+Samples come at three resolutions (``step``): ``raw`` rows are schema-1 Samples exactly as
+published; ``1m`` and ``1h`` rows are ``SampleRollup``: a Sample per bucket (``ts`` is the
+bucket's start, gauges are averages, counters are the bucket's newest values) plus the
+bucket's ``step_s``, ``samples`` count and ``_min``/``_max`` of every gauge. ``auto``
+picks the finest resolution that covers the range within ``limit`` rows.
+
+Events are a miner's status changes and alerts, merged in time order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select
+import msgspec
+from sqlalchemy import Select, Table, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minerwatch.api.models import MinerEntry
-from minerwatch.shared.db import SAMPLE_FIELDS, miners, ms_to_datetime, samples
-from minerwatch.shared.schemas import MinerInfo, MinerStatus, Sample, format_ts, parse_ts
+from minerwatch.shared.db import (
+    ROLLUP_LAST,
+    ROLLUP_METRICS,
+    ROLLUPS,
+    SAMPLE_FIELDS,
+    Resolution,
+    alert_events,
+    miners,
+    ms_to_datetime,
+    rollups_1h,
+    samples,
+    status_events,
+)
+from minerwatch.shared.schemas import (
+    AlertEvent,
+    MinerInfo,
+    MinerStatus,
+    Sample,
+    efficiency,
+    format_ts,
+    parse_ts,
+)
 from minerwatch.shared.topics import is_miner_id
 
 DEFAULT_LIMIT = 1000
@@ -70,6 +100,19 @@ def parse_window(since: str | None, until: str | None, limit: int | None) -> Sam
     return SampleWindow(since_ms, until_ms, limit)
 
 
+STEPS: tuple[str, ...] = ("raw", *(r.name for r in ROLLUPS), "auto")
+_RESOLUTIONS = {r.name: r for r in ROLLUPS}
+
+
+def parse_step(text: str | None) -> str:
+    if text is None or not text.strip():
+        return "raw"
+    step = text.strip()
+    if step not in STEPS:
+        raise BadParameter(f"step: must be one of {', '.join(STEPS)}, got {text!r}")
+    return step
+
+
 def check_miner_id(miner_id: str) -> str:
     if not is_miner_id(miner_id):
         raise BadParameter(
@@ -119,6 +162,89 @@ def status_from_row(row: Mapping[str, Any]) -> MinerStatus | None:
         last_seen=ts_text(row["last_seen_ms"]) if row["last_seen_ms"] is not None else None,
         failures=row["failures"] or 0,
     )
+
+
+class SampleRollup(Sample, kw_only=True):
+    """One bucket of a miner's history: a Sample of averages (gauges) and newest values
+    (counters, fans, pool), starting at ``ts``, with the spread of every gauge."""
+
+    step_s: int
+    samples: int
+    hashrate_ths_min: float | None
+    hashrate_ths_max: float | None
+    power_w_min: float | None
+    power_w_max: float | None
+    temp_c_min: float | None
+    temp_c_max: float | None
+    vr_temp_c_min: float | None
+    vr_temp_c_max: float | None
+
+
+def _average(row: Mapping[str, Any], metric: str) -> float | None:
+    count = row[f"{metric}_n"]
+    return row[f"{metric}_sum"] / count if count else None
+
+
+def rollup_from_row(row: Mapping[str, Any], step_ms: int) -> SampleRollup:
+    fields: dict[str, Any] = {name: row[name] for name in ROLLUP_LAST}
+    fields["fan_rpm"] = list(fields["fan_rpm"] or [])
+    fields["is_mining"] = bool(fields["is_mining"])
+    for metric in ROLLUP_METRICS:
+        fields[metric] = _average(row, metric)
+        fields[f"{metric}_min"] = row[f"{metric}_min"]
+        fields[f"{metric}_max"] = row[f"{metric}_max"]
+    if fields["hashrate_ths"] is None:  # a rollup holds at least one sample: cannot happen
+        fields["hashrate_ths"] = 0.0
+    # energy per work over the bucket, from the averages
+    fields["efficiency_jth"] = efficiency(fields["power_w"], fields["hashrate_ths"])
+    return SampleRollup(miner_id=row["miner_id"], ts=ts_text(row["bucket_ms"]),
+                        step_s=step_ms // 1000, samples=row["samples"], **fields)
+
+
+class StatusChange(msgspec.Struct, kw_only=True, tag_field="type", tag="status"):
+    """The miner's status changed at ``ts``; ``status`` as published on its status topic."""
+
+    ts: str
+    status: MinerStatus
+
+
+class AlertChange(msgspec.Struct, kw_only=True, tag_field="type", tag="alert"):
+    """A rule fired or resolved at ``ts``; ``alert`` as published on its alert topic."""
+
+    ts: str
+    alert: AlertEvent
+
+
+MinerEvent = StatusChange | AlertChange
+
+
+def status_change_from_row(row: Mapping[str, Any]) -> StatusChange:
+    status = status_from_row(row)
+    assert status is not None  # both columns are part of the key
+    return StatusChange(ts=status.since, status=status)
+
+
+def alert_change_from_row(row: Mapping[str, Any]) -> AlertChange:
+    ts = ts_text(row["ts_ms"])
+    alert = AlertEvent(miner_id=row["miner_id"], rule=row["rule"], state=row["state"],
+                       severity=row["severity"], value=row["value"],
+                       threshold=row["threshold"], message=row["message"], ts=ts)
+    return AlertChange(ts=ts, alert=alert)
+
+
+def merge_events(
+    status_rows: Sequence[Mapping[str, Any]],
+    alert_rows: Sequence[Mapping[str, Any]],
+    window: SampleWindow,
+) -> list[MinerEvent]:
+    """Both kinds in time order (a status change before an alert of the same moment),
+    cut to the window's limit from the same end the queries took them."""
+    timed: list[tuple[int, int, MinerEvent]] = [
+        (row["since_ms"], 0, status_change_from_row(row)) for row in status_rows
+    ] + [(row["ts_ms"], 1, alert_change_from_row(row)) for row in alert_rows]
+    timed.sort(key=lambda item: (item[0], item[1]))
+    events = [event for _ms, _kind, event in timed]
+    return events[: window.limit] if window.since_ms is not None else events[-window.limit:]
 
 
 def merge_miners(
@@ -174,16 +300,42 @@ def latest_samples_query() -> Select[Any]:
     )
 
 
-def window_query(miner_id: str, window: SampleWindow) -> Select[Any]:
-    """With ``since``: the first ``limit`` samples from there on; otherwise the latest
+def _time_window(query: Select[Any], column: Any, window: SampleWindow) -> Select[Any]:
+    """With ``since``: the first ``limit`` rows from there on; otherwise the latest
     ``limit`` up to ``until`` (newest first: the caller reverses them)."""
-    query = select(samples).where(samples.c.miner_id == miner_id)
     if window.since_ms is not None:
-        query = query.where(samples.c.ts_ms >= window.since_ms)
+        query = query.where(column >= window.since_ms)
     if window.until_ms is not None:
-        query = query.where(samples.c.ts_ms <= window.until_ms)
-    order = samples.c.ts_ms.asc() if window.since_ms is not None else samples.c.ts_ms.desc()
+        query = query.where(column <= window.until_ms)
+    order = column.asc() if window.since_ms is not None else column.desc()
     return query.order_by(order).limit(window.limit)
+
+
+def window_query(miner_id: str, window: SampleWindow) -> Select[Any]:
+    query = select(samples).where(samples.c.miner_id == miner_id)
+    return _time_window(query, samples.c.ts_ms, window)
+
+
+def rollup_query(resolution: Resolution, miner_id: str, window: SampleWindow) -> Select[Any]:
+    """The buckets that start in the window; ``since`` is taken back to its bucket's start,
+    so the bucket holding ``since`` is included."""
+    table = resolution.table
+    if window.since_ms is not None:
+        step = resolution.step_ms
+        window = SampleWindow(window.since_ms - window.since_ms % step, window.until_ms,
+                              window.limit)
+    return _time_window(select(table).where(table.c.miner_id == miner_id),
+                        table.c.bucket_ms, window)
+
+
+def status_events_query(miner_id: str, window: SampleWindow) -> Select[Any]:
+    query = select(status_events).where(status_events.c.miner_id == miner_id)
+    return _time_window(query, status_events.c.since_ms, window)
+
+
+def alert_events_query(miner_id: str, window: SampleWindow) -> Select[Any]:
+    query = select(alert_events).where(alert_events.c.miner_id == miner_id)
+    return _time_window(query, alert_events.c.ts_ms, window)
 
 
 def known_miner_query(miner_id: str) -> Select[Any]:
@@ -191,8 +343,23 @@ def known_miner_query(miner_id: str) -> Select[Any]:
         or_(
             exists().where(miners.c.miner_id == miner_id),
             exists().where(samples.c.miner_id == miner_id),
+            exists().where(rollups_1h.c.miner_id == miner_id),  # raw may have expired
         )
     )
+
+
+def earliest_query(table: Table, column: str, miner_id: str) -> Select[Any]:
+    return select(func.min(table.c[column])).where(table.c.miner_id == miner_id)
+
+
+def capped_count_query(miner_id: str, window: SampleWindow, cap: int) -> Select[Any]:
+    """How many raw samples the window holds, counting no further than ``cap``."""
+    query = select(samples.c.ts_ms).where(samples.c.miner_id == miner_id)
+    if window.since_ms is not None:
+        query = query.where(samples.c.ts_ms >= window.since_ms)
+    if window.until_ms is not None:
+        query = query.where(samples.c.ts_ms <= window.until_ms)
+    return select(func.count()).select_from(query.limit(cap).subquery())
 
 
 async def list_miners(conn: AsyncConnection) -> list[MinerEntry]:
@@ -201,13 +368,73 @@ async def list_miners(conn: AsyncConnection) -> list[MinerEntry]:
     return merge_miners(miner_rows, latest_rows)
 
 
+async def _is_known(conn: AsyncConnection, miner_id: str) -> bool:
+    return bool((await conn.execute(known_miner_query(miner_id))).scalar())
+
+
 async def miner_samples(
-    conn: AsyncConnection, miner_id: str, window: SampleWindow
-) -> list[Sample] | None:
-    """The samples in the window, oldest first; None when the miner is unknown."""
-    rows = (await conn.execute(window_query(miner_id, window))).mappings().all()
-    if not rows and not (await conn.execute(known_miner_query(miner_id))).scalar():
+    conn: AsyncConnection, miner_id: str, window: SampleWindow, step: str = "raw",
+    clock: Callable[[], float] = time.time,
+) -> list[Sample] | list[SampleRollup] | None:
+    """The samples (or buckets) in the window, oldest first; None when the miner is
+    unknown."""
+    if step == "auto":
+        step = await pick_step(conn, miner_id, window, clock)
+    resolution = _RESOLUTIONS.get(step)
+    query = (window_query(miner_id, window) if resolution is None
+             else rollup_query(resolution, miner_id, window))
+    rows = (await conn.execute(query)).mappings().all()
+    if not rows and not await _is_known(conn, miner_id):
         return None
     if window.since_ms is None:
         rows = list(reversed(rows))
-    return [sample_from_row(row) for row in rows]
+    if resolution is None:
+        return [sample_from_row(row) for row in rows]
+    return [rollup_from_row(row, resolution.step_ms) for row in rows]
+
+
+async def pick_step(
+    conn: AsyncConnection, miner_id: str, window: SampleWindow,
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """The finest resolution whose rows over the window fit in ``limit``, skipping one
+    whose history starts after ``since`` while a coarser one reaches further back (raw
+    samples and 1-minute rollups expire before 1-hour rollups do).
+
+    Without ``since`` the request is for the latest rows: raw.
+    """
+    since = window.since_ms
+    if since is None:
+        return "raw"
+    until = window.until_ms if window.until_ms is not None else int(clock() * 1000)
+    levels: list[tuple[str, Table, str, int]] = [("raw", samples, "ts_ms", 0)] + [
+        (r.name, r.table, "bucket_ms", r.step_ms) for r in ROLLUPS]
+    starts = [(await conn.execute(earliest_query(table, column, miner_id))).scalar()
+              for _name, table, column, _step in levels]
+    for index, (name, _table, _column, step_ms) in enumerate(levels[:-1]):
+        start = starts[index]
+        reaches_further = any(
+            other is not None and (start is None or other < start - levels[j][3])
+            for j, other in enumerate(starts[index + 1:], start=index + 1))
+        if (start is None or start > since) and reaches_further:
+            continue
+        if step_ms == 0:
+            count = (await conn.execute(
+                capped_count_query(miner_id, window, window.limit + 1))).scalar_one()
+            fits = count <= window.limit
+        else:
+            fits = (until - (since - since % step_ms)) // step_ms + 1 <= window.limit
+        if fits:
+            return name
+    return levels[-1][0]
+
+
+async def miner_events(
+    conn: AsyncConnection, miner_id: str, window: SampleWindow
+) -> list[MinerEvent] | None:
+    """Status changes and alerts in the window, oldest first; None for an unknown miner."""
+    status_rows = (await conn.execute(status_events_query(miner_id, window))).mappings().all()
+    alert_rows = (await conn.execute(alert_events_query(miner_id, window))).mappings().all()
+    if not status_rows and not alert_rows and not await _is_known(conn, miner_id):
+        return None
+    return merge_events(status_rows, alert_rows, window)

@@ -3,10 +3,12 @@
 ``route`` turns one (topic, payload) into one typed row or raises ``BadMessage`` with a
 one-line reason; it does no I/O. ``Rejects`` counts bad messages and logs them without
 flooding. ``Writer`` collects rows and writes them in one transaction per flush, by size
-and by time, retrying (and keeping the rows) while the database is away.
+and by time, retrying (and keeping the rows) while the database is away. Each row may
+carry an acknowledgement, called once the transaction holding the row is committed.
 
 Every write is idempotent (insert-or-ignore on natural keys, upserts of the latest
-values), so writing a batch twice after an uncertain commit does no harm.
+values, rollups fed only by samples that were new), so writing a batch twice after an
+uncertain commit, or a message the broker delivers twice, does no harm.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +40,7 @@ from minerwatch.shared.schemas import (
     decode,
 )
 from minerwatch.shared.topics import ParsedTopic, parse_topic
+from minerwatch.store.samples import write_samples
 
 log = logging.getLogger("minerwatch.store")
 
@@ -102,24 +106,30 @@ def topic_kind(base: str, topic: str) -> str:
 _INT_RANGES = {Integer: (-(2**31), 2**31 - 1), BigInteger: (-(2**63), 2**63 - 1)}
 
 
+@lru_cache(maxsize=16)
+def _limits(table: Table) -> tuple[tuple[str, int | None, tuple[int, int] | None], ...]:
+    """Per column: its name, its length limit and its integer range (None: no limit)."""
+    return tuple((column.name, getattr(column.type, "length", None),
+                  _INT_RANGES.get(type(column.type))) for column in table.columns)
+
+
 def _misfit(table: Table, values: Values) -> str | None:
     """Why a row cannot be stored in ``table`` on both engines, or None when it fits.
 
     Checked here so that one bad value is rejected alone instead of failing the
     transaction it would share with good rows.
     """
-    for column in table.columns:
-        value = values.get(column.name)
+    for name, length, bounds in _limits(table):
+        value = values.get(name)
         if isinstance(value, str):
-            length = getattr(column.type, "length", None)
             if length is not None and len(value) > length:
-                return f"{column.name} is longer than {length} characters"
+                return f"{name} is longer than {length} characters"
             if "\x00" in value:
-                return f"{column.name} contains a NUL character"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            low, high = _INT_RANGES.get(type(column.type), (None, None))
-            if low is not None and not low <= value <= high:
-                return f"{column.name} {value} is out of range"
+                return f"{name} contains a NUL character"
+        elif bounds is not None and isinstance(value, int) and not isinstance(value, bool):
+            low, high = bounds
+            if not low <= value <= high:
+                return f"{name} {value} is out of range"
     return None
 
 
@@ -250,14 +260,11 @@ class Batch:
         return batch
 
 
-async def write_rows(conn: AsyncConnection, rows: Sequence[Row]) -> None:
-    """Write rows on an open connection, inside the caller's transaction."""
+async def write_rows(conn: AsyncConnection, rows: Sequence[Row]) -> int:
+    """Write rows on an open connection, inside the caller's transaction; the number of
+    samples that were new (and went into the rollups)."""
     batch = Batch.of(rows)
-    if batch.samples:
-        stmt = _insert(conn, db.samples).on_conflict_do_nothing(
-            index_elements=["miner_id", "ts_ms"]
-        )
-        await conn.execute(stmt, batch.samples)
+    new_samples = await write_samples(conn, batch.samples)
     if batch.infos:
         stmt = _insert(conn, db.miners)
         stmt = stmt.on_conflict_do_update(
@@ -281,6 +288,7 @@ async def write_rows(conn: AsyncConnection, rows: Sequence[Row]) -> None:
     if batch.alerts:
         stmt = _insert(conn, db.alert_events).on_conflict_do_nothing()
         await conn.execute(stmt, batch.alerts)
+    return new_samples
 
 
 #: Errors that say the database is unreachable, locked or busy: retry later, keep the rows.
@@ -305,13 +313,19 @@ def _one_line(error: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
+#: Called once what came with it is committed: acknowledges the message to the broker.
+Ack = Callable[[], None]
+
+
 class Writer:
     """Batches rows and writes them; use as ``async with Writer(...) as writer``.
 
-    A flush writes up to ``batch_size`` rows in one transaction. Flushes happen when
-    ``batch_size`` rows are pending and every ``interval_s`` otherwise. When the database
-    is away the rows stay pending and the flush is retried with backoff. Leaving the
-    context flushes what is pending (for at most ``close_timeout_s``).
+    A flush writes up to ``batch_size`` entries in one transaction, then calls their
+    acknowledgements in the order they were added. Flushes happen when ``batch_size``
+    entries are pending and every ``interval_s`` otherwise. When the database is away the
+    entries stay pending (unacknowledged, so the broker holds back the rest) and the
+    flush is retried with backoff. Leaving the context flushes what is pending (for at
+    most ``close_timeout_s``).
     """
 
     def __init__(
@@ -331,8 +345,9 @@ class Writer:
         self.retry_max_s = retry_max_s
         self.close_timeout_s = close_timeout_s
         self.written = 0  # rows committed (including ones the database already had)
+        self.new_samples = 0  # samples committed that the database did not have yet
         self.dropped = 0  # rows the database refused on their own (bad data)
-        self._pending: list[Row] = []
+        self._pending: list[tuple[Row | None, Ack | None]] = []
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._flushing = asyncio.Lock()  # flushes take rows from the head: one at a time
@@ -343,10 +358,12 @@ class Writer:
     def pending(self) -> int:
         return len(self._pending)
 
-    def add(self, row: Row) -> None:
+    def add(self, row: Row | None, ack: Ack | None = None) -> None:
+        """Queue a row (None: nothing to store, only ``ack`` to call after the rows
+        before it are committed)."""
         if self._task is not None and self._task.done() and not self._stop.is_set():
             self._task.result()  # the flush loop died: surface its exception here
-        self._pending.append(row)
+        self._pending.append((row, ack))
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
@@ -361,41 +378,51 @@ class Writer:
             return await self._flush_head()
 
     async def _flush_head(self) -> int:
-        rows = self._pending[: self.batch_size]
-        if not rows:
+        entries = self._pending[: self.batch_size]
+        if not entries:
             return 0
+        rows = [row for row, _ack in entries if row is not None]
+        new_samples = await self._write(rows) if rows else 0
+        # new entries may have been added while writing; they are behind these
+        del self._pending[: len(entries)]
+        self.written += len(rows)
+        self.new_samples += new_samples
+        for _row, ack in entries:
+            if ack is not None:
+                ack()
+        return len(rows)
+
+    async def _write(self, rows: Sequence[Row]) -> int:
         if self._schema_suspect:
             # the database may have come back empty (recreated file or server)
             await db.create_schema(self.engine)
             self._schema_suspect = False
         try:
             async with self.engine.begin() as conn:
-                await write_rows(conn, rows)
+                return await write_rows(conn, rows)
         except Exception as exc:
             if is_transient(exc):
                 self._schema_suspect = True
                 raise
             if not isinstance(exc, sa_exc.DBAPIError):
                 raise
-            await self._write_one_by_one(rows, exc)
-        # new rows may have been added while writing; they are behind these
-        del self._pending[: len(rows)]
-        self.written += len(rows)
-        return len(rows)
+            return await self._write_one_by_one(rows, exc)
 
-    async def _write_one_by_one(self, rows: Sequence[Row], error: Exception) -> None:
+    async def _write_one_by_one(self, rows: Sequence[Row], error: Exception) -> int:
         log.warning("a batch of %d rows was refused (%s); writing them one by one",
                     len(rows), _one_line(error))
+        new_samples = 0
         for row in rows:
             try:
                 async with self.engine.begin() as conn:
-                    await write_rows(conn, [row])
+                    new_samples += await write_rows(conn, [row])
             except Exception as exc:
                 if is_transient(exc) or not isinstance(exc, sa_exc.DBAPIError):
                     raise
                 self.dropped += 1
                 log.error("row dropped, the database refuses it: %s %s: %s",
                           type(row).__name__, _row_key(row), _one_line(exc))
+        return new_samples
 
     async def _flush_retrying(self, deadline: float | None = None) -> bool:
         """One flush, retried with backoff until it succeeds (True), or until the deadline
@@ -447,13 +474,20 @@ class Writer:
         except TimeoutError:
             pass
 
-    async def _drain(self) -> None:
-        deadline = time.monotonic() + self.close_timeout_s
+    async def write_pending(self, timeout_s: float) -> bool:
+        """Write (and acknowledge) everything pending, retrying for at most ``timeout_s``;
+        False when the database did not take it all in time. A session calls this before
+        it disconnects, while its acknowledgements can still reach the broker."""
+        deadline = time.monotonic() + timeout_s
         while self._pending:
             if not await self._flush_retrying(deadline):
-                log.error("database unavailable at shutdown: %d rows not written",
-                          len(self._pending))
-                return
+                return False
+        return True
+
+    async def _drain(self) -> None:
+        if not await self.write_pending(self.close_timeout_s):
+            log.error("database unavailable at shutdown: %d rows not written",
+                      len(self._pending))
 
     def stop(self) -> None:
         self._stop.set()

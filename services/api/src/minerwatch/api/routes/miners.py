@@ -1,8 +1,9 @@
-"""``GET /api/miners`` and ``GET /api/miners/{miner_id}/samples``: the store's history."""
+"""``GET /api/miners`` and a miner's history: ``/api/miners/{miner_id}/samples`` and
+``/api/miners/{miner_id}/events``."""
 
 from __future__ import annotations
 
-from litestar import get
+from litestar import Router, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Parameter
@@ -11,10 +12,16 @@ from minerwatch.api.database import Database
 from minerwatch.api.history import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    STEPS,
     BadParameter,
+    MinerEvent,
+    SampleRollup,
+    SampleWindow,
     check_miner_id,
     list_miners,
+    miner_events,
     miner_samples,
+    parse_step,
     parse_window,
 )
 from minerwatch.api.models import MinerEntry
@@ -24,6 +31,21 @@ _TS_HELP = (
     "ISO 8601 timestamp, inclusive; with or without an offset (naive means UTC), "
     "e.g. 2026-11-22T10:00:00Z"
 )
+_ID_HELP = "the miner id, [a-z0-9_-]{1,64}"
+_LIMIT_HELP = f"at most this many items, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})"
+
+
+def _not_found(miner_id: str) -> NotFoundException:
+    return NotFoundException(f"no miner {miner_id!r} is known (no info, status or samples)")
+
+
+def _window(miner_id: str, since: str | None, until: str | None,
+            limit: int | None) -> SampleWindow:
+    try:
+        check_miner_id(miner_id)
+        return parse_window(since, until, limit)
+    except BadParameter as exc:
+        raise ValidationException(str(exc)) from None
 
 
 @get("/api/miners", summary="Every known miner with its info, status and latest sample")
@@ -33,34 +55,73 @@ async def miners_index(db: NamedDependency[Database]) -> list[MinerEntry]:
 
 
 @get(
-    "/api/miners/{miner_id:str}/samples",
-    summary="A miner's samples, oldest first",
+    "/samples",
+    summary="A miner's samples, oldest first, raw or rolled up",
     description=(
-        "With `since`: the first `limit` samples from `since` on (up to `until`). "
-        "Without `since`: the latest `limit` samples (up to `until`). "
-        "Always sorted oldest first; each item is a schema-1 Sample, as on MQTT."
+        "With `since`: the first `limit` items from `since` on (up to `until`). "
+        "Without `since`: the latest `limit` items (up to `until`). Always oldest first.\n\n"
+        "`step=raw` (the default): each item is a schema-1 Sample, exactly as on MQTT. "
+        "`step=1m` or `step=1h`: each item is a SampleRollup, one per minute or hour: the "
+        "Sample fields with `ts` the bucket's start, gauges (hashrate_ths, power_w, temp_c, "
+        "vr_temp_c) averaged, efficiency_jth from the averages, counters, fans, pool and "
+        "is_mining from the bucket's newest sample; plus `step_s`, `samples` (how many "
+        "samples the bucket holds) and `<gauge>_min` / `<gauge>_max`. The bucket holding "
+        "`since` is included. `step=auto`: the finest of these whose items over "
+        "[`since`, `until` or now] fit in `limit`, skipping a resolution whose history "
+        "starts after `since` when a coarser one goes further back (raw samples and 1-minute "
+        "rollups are kept for fewer days); without `since` it means raw."
     ),
     raises=[ValidationException, NotFoundException],
 )
-async def miner_history(
+async def miner_samples_handler(
     db: NamedDependency[Database],
-    miner_id: str = Parameter(description="the miner id, [a-z0-9_-]{1,64}"),
+    miner_id: str = Parameter(description=_ID_HELP),
     since: str | None = Parameter(default=None, description=_TS_HELP),
     until: str | None = Parameter(default=None, description=_TS_HELP),
-    limit: int | None = Parameter(
-        default=None,
-        description=f"at most this many samples, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})",
-        ge=1,
-        le=MAX_LIMIT,
-    ),
-) -> list[Sample]:
+    limit: int | None = Parameter(default=None, description=_LIMIT_HELP, ge=1, le=MAX_LIMIT),
+    step: str | None = Parameter(
+        default=None, description=f"one of {', '.join(STEPS)} (default raw)"),
+) -> list[Sample] | list[SampleRollup]:
+    window = _window(miner_id, since, until, limit)
     try:
-        check_miner_id(miner_id)
-        window = parse_window(since, until, limit)
+        resolution = parse_step(step)
     except BadParameter as exc:
         raise ValidationException(str(exc)) from None
     async with db.connect() as conn:
-        found = await miner_samples(conn, miner_id, window)
+        found = await miner_samples(conn, miner_id, window, resolution)
     if found is None:
-        raise NotFoundException(f"no miner {miner_id!r} is known (no info, status or samples)")
+        raise _not_found(miner_id)
     return found
+
+
+@get(
+    "/events",
+    summary="A miner's status changes and alerts, oldest first",
+    description=(
+        "Status changes (`{\"type\": \"status\", \"ts\", \"status\": <status payload>}`, "
+        "`ts` being the status's `since`) and alert events (`{\"type\": \"alert\", \"ts\", "
+        "\"alert\": <alert payload>}`), merged in time order; the payloads are exactly as "
+        "published on MQTT. `since`, `until` and `limit` work as for samples."
+    ),
+    raises=[ValidationException, NotFoundException],
+)
+async def miner_events_handler(
+    db: NamedDependency[Database],
+    miner_id: str = Parameter(description=_ID_HELP),
+    since: str | None = Parameter(default=None, description=_TS_HELP),
+    until: str | None = Parameter(default=None, description=_TS_HELP),
+    limit: int | None = Parameter(default=None, description=_LIMIT_HELP, ge=1, le=MAX_LIMIT),
+) -> list[MinerEvent]:
+    window = _window(miner_id, since, until, limit)
+    async with db.connect() as conn:
+        found = await miner_events(conn, miner_id, window)
+    if found is None:
+        raise _not_found(miner_id)
+    return found
+
+
+#: One miner's history, samples and events (registered in the app as one router).
+miner_history = Router(
+    path="/api/miners/{miner_id:str}",
+    route_handlers=[miner_samples_handler, miner_events_handler],
+)
