@@ -56,6 +56,7 @@ def test_print_urls_defaults() -> None:
         ("--base-port", "0", "--print-urls"),
         ("--base-port", "65535", "--axeos", "3"),
         ("--axeos", "-1"),
+        ("--first-index", "-1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: tuple[str, ...]) -> None:
@@ -117,3 +118,30 @@ async def test_serves_until_sigterm_with_control_api() -> None:
     log = stderr.decode()
     assert "Traceback" not in log
     assert f"axeos-0 {miners[0]['url']}" in log and f"cgminer-0 {miners[1]['url']}" in log
+
+
+async def test_another_host_index_and_firmware() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        str(SCRIPT), "--axeos", "1", "--cgminer", "0", "--host", "127.0.0.31",
+        "--base-port", str(port), "--first-index", "7", "--axeos-version", "v2.14.0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        info = None
+        deadline = time.monotonic() + 15
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while info is None:
+                assert time.monotonic() < deadline, "the miner never came up"
+                try:
+                    info = (await client.get(f"http://127.0.0.31:{port}/api/system/info")).json()
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert (info["hostname"], info["macAddr"]) == ("bitaxe-7", "02:4D:57:00:00:07")
+    assert info["version"] == "v2.14.0"

@@ -5,7 +5,9 @@
 answers each command with its reply + NUL and closes (a CGMiner stand-in). Both record what
 they receive and can be switched to misbehave: ``mode = "silent"`` (accept, never answer),
 ``"garbage"`` (answer non-protocol bytes), ``"close"`` (close without a word), and for
-CGMiner ``"linger"`` (a complete reply without NUL, connection left open).
+CGMiner ``"linger"`` (a complete reply without NUL, connection left open). With
+``joins=True`` the CGMiner stand-in answers joined commands (``summary+pools``) like cgminer;
+without, it refuses them as firmwares that do not know them do.
 """
 
 from __future__ import annotations
@@ -74,6 +76,19 @@ class HttpMiner(FixtureServer):
 @dataclass
 class CgminerMiner(FixtureServer):
     replies: dict[str, bytes] = field(default_factory=dict)
+    joins: bool = False  # answer joined commands ("summary+pools") as real cgminer does
+
+
+_INVALID_COMMAND = (b'{"STATUS":[{"STATUS":"E","When":0,"Code":14,'
+                    b'"Msg":"Invalid command","Description":"bmminer 1.0.0"}],"id":1}')
+
+
+def _cgminer_reply(miner: CgminerMiner, command: str) -> bytes:
+    if miner.joins and "+" in command:  # each part's reply, as is, in a one-element list
+        parts = [f'"{part}":['.encode() + _cgminer_reply(miner, part) + b"]"
+                 for part in command.split("+")]
+        return b"{" + b",".join(parts) + b',"id":1}'
+    return miner.replies.get(command, _INVALID_COMMAND)
 
 
 async def _serve_http(miner: HttpMiner, reader: asyncio.StreamReader,
@@ -136,11 +151,7 @@ async def _serve_cgminer(miner: CgminerMiner, reader: asyncio.StreamReader,
             await writer.drain()
             await asyncio.sleep(3600)
         else:
-            reply = miner.replies.get(str(request.get("command")))
-            if reply is None:
-                reply = (b'{"STATUS":[{"STATUS":"E","When":0,"Code":14,'
-                         b'"Msg":"Invalid command","Description":"bmminer 1.0.0"}],"id":1}')
-            writer.write(reply + b"\x00")
+            writer.write(_cgminer_reply(miner, str(request.get("command"))) + b"\x00")
         await writer.drain()
     except ConnectionError:
         pass
@@ -161,6 +172,8 @@ async def http_miner() -> AsyncIterator[Callable[..., Awaitable[HttpMiner]]]:
             miner.handlers.add(task)
             try:
                 await _serve_http(miner, reader, writer)
+            except asyncio.CancelledError:
+                pass  # torn down: ending quietly keeps asyncio from logging the handler
             finally:
                 miner.handlers.discard(task)
 
@@ -178,8 +191,9 @@ async def http_miner() -> AsyncIterator[Callable[..., Awaitable[HttpMiner]]]:
 async def cgminer_miner() -> AsyncIterator[Callable[..., Awaitable[CgminerMiner]]]:
     started: list[CgminerMiner] = []
 
-    async def start(replies: dict[str, bytes] | None = None, mode: str = "normal") -> CgminerMiner:
-        miner = CgminerMiner(replies=dict(replies or {}), mode=mode)
+    async def start(replies: dict[str, bytes] | None = None, mode: str = "normal",
+                    joins: bool = False) -> CgminerMiner:
+        miner = CgminerMiner(replies=dict(replies or {}), mode=mode, joins=joins)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
@@ -187,6 +201,8 @@ async def cgminer_miner() -> AsyncIterator[Callable[..., Awaitable[CgminerMiner]
             miner.handlers.add(task)
             try:
                 await _serve_cgminer(miner, reader, writer)
+            except asyncio.CancelledError:
+                pass  # torn down: ending quietly keeps asyncio from logging the handler
             finally:
                 miner.handlers.discard(task)
 

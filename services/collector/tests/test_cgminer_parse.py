@@ -39,7 +39,7 @@ def test_s19pro_stats_fixture_is_really_malformed(load_fixture: LoadFixture) -> 
 def test_antminer_s19pro_reading(load_fixture: LoadFixture) -> None:
     reading = build_reading(
         parse_summary(s19(load_fixture, "summary")),
-        parse_stats(s19(load_fixture, "stats")),
+        [parse_stats(s19(load_fixture, "stats"))],
         parse_pools(s19(load_fixture, "pools")),
         parse_version(s19(load_fixture, "version")),
     )
@@ -62,17 +62,17 @@ def test_antminer_s19pro_reading(load_fixture: LoadFixture) -> None:
 
 
 def test_antminer_s9_stats_chip_temps_and_fans(load_fixture: LoadFixture) -> None:
-    stats = parse_stats(decode_reply(load_fixture("antminer_s9_bmminer_stats.json")))
+    stats = parse_stats(decode_reply(load_fixture("antminer_s9_bmminer_stats_malformed.txt")))
     assert stats.temp_c == 81.0  # temp2_6..8 are the chips of chains 6-8
     assert stats.fan_rpm == [5880, 6120]  # fan3 and fan6
     assert stats.hashrate_ths == pytest.approx(13.61248)
     assert stats.expected_hashrate_ths == pytest.approx(13.5)  # no rate_unit: GH
-    assert stats.miner_type == "Antminer S9"
+    assert (stats.identity.make, stats.identity.model) == ("Antminer", "S9")
 
 
 def test_identity_falls_back_to_the_stats_version_block(load_fixture: LoadFixture) -> None:
     reading = build_reading(
-        parse_summary(s19(load_fixture, "summary")), parse_stats(s19(load_fixture, "stats"))
+        parse_summary(s19(load_fixture, "summary")), [parse_stats(s19(load_fixture, "stats"))]
     )
     assert (reading.make, reading.model) == ("Antminer", "S19 Pro")
     assert reading.pool_url is None and reading.firmware is None

@@ -127,7 +127,7 @@ async def test_axeos_connection_refused(dead_port: int) -> None:
 async def test_cgminer_fetch_s19pro_asks_version_once(
     cgminer_miner: StartServer, s19_replies: dict[str, bytes]
 ) -> None:
-    miner = await cgminer_miner(s19_replies)
+    miner = await cgminer_miner(s19_replies)  # refuses joined commands, as some S19s do
     driver = create_driver("cgminer", "127.0.0.1", miner.port, timeout_s=2.0)
     try:
         first = await driver.fetch()
@@ -138,9 +138,26 @@ async def test_cgminer_fetch_s19pro_asks_version_once(
     assert first.temp_c == 77.0  # from the malformed ("}{") stats reply
     assert (second.make, second.model) == ("Antminer", "S19 Pro")
     commands = [r["command"] for r in miner.requests]
-    assert sorted(commands) == sorted(["summary", "stats", "pools", "version",
-                                       "summary", "stats", "pools"])
-    assert miner.connections == 7  # one connection per command
+    # first poll: version alongside summary+pools (refused, then one by one), then the
+    # family's own stats; second poll: one command per connection straight away
+    assert sorted(commands[:5]) == sorted(["version", "summary+pools", "summary", "pools",
+                                           "stats"])
+    assert sorted(commands[5:]) == sorted(["summary", "stats", "pools"])
+    assert miner.connections == 8
+
+
+async def test_cgminer_joined_commands_when_the_firmware_takes_them(
+    cgminer_miner: StartServer, s19_replies: dict[str, bytes]
+) -> None:
+    miner = await cgminer_miner(s19_replies, joins=True)
+    driver = CgminerDriver("127.0.0.1", miner.port, timeout_s=2.0)
+    first = await driver.fetch()
+    second = await driver.fetch()
+    assert first.temp_c == second.temp_c == 77.0  # the "}{" repaired inside a joined reply
+    assert second.pool_url == "stratum+tcp://btc.f2pool.com:3333"
+    assert [r["command"] for r in miner.requests][-1] == "summary+stats+pools"
+    assert miner.connections == 4  # version, summary+pools, stats; then one per poll
+    assert driver.joined is True
 
 
 async def test_cgminer_asks_version_again_after_a_restart(

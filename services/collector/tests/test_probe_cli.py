@@ -58,6 +58,29 @@ async def test_probe_auto_finds_cgminer_on_an_unusual_port(
     assert sample.power_w is None
 
 
+@pytest.mark.parametrize(
+    ("prefix", "commands", "expected"),
+    [
+        ("whatsminer_m30s+_20210322", ("version", "summary", "devdetails", "pools"),
+         {"miner_id": "c60720001a2b", "power_w": 3344.0, "temp_c": 72.0,
+          "fan_rpm": [4860, 4830]}),
+        ("avalon_nano3s_25021401", ("version", "summary", "estats", "pools"),
+         {"miner_id": "e0e1a93f3053", "power_w": 133.0, "temp_c": 88.0, "fan_rpm": [2460]}),
+    ],
+)
+async def test_probe_auto_reads_each_cgminer_family(
+    cgminer_miner: StartServer, load_fixture: Callable[[str], bytes], prefix: str,
+    commands: tuple[str, ...], expected: dict[str, Any],
+) -> None:
+    replies = {command: load_fixture(f"{prefix}_{command}.json") for command in commands}
+    miner = await cgminer_miner(replies, joins=True)
+    code, out, err, _ = await probe(f"127.0.0.1:{miner.port}", "--timeout", "2")
+    assert (code, err) == (0, "")
+    sample = schemas.decode(out, Sample)
+    for name, value in expected.items():
+        assert getattr(sample, name) == value, name
+
+
 async def test_probe_dead_port_fails_with_one_line(dead_port: int) -> None:
     code, out, err, elapsed = await probe(f"127.0.0.1:{dead_port}", "--driver", "axeos",
                                           "--timeout", "2")

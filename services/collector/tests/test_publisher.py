@@ -1,4 +1,4 @@
-"""The outbox and the publishing session against a real broker, including an outage."""
+"""The outbox and the publishing session against a real broker, including outages."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from minerwatch.collector.publisher import Outbox, Outgoing, Publisher
+from minerwatch.collector.publisher import Outbox, Outgoing, Publisher, PublishingLink
 from minerwatch.shared import schemas
 from minerwatch.shared.config import MqttConfig
-from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.schemas import Sample
 
 
 def sample(n: int, miner_id: str = "rig-1") -> Sample:
-    return Sample(miner_id=miner_id, ts="2026-11-22T10:00:00.123Z", hashrate_ths=1.0,
-                  uptime_s=n)
+    return Sample(miner_id=miner_id, ts=f"2026-11-22T10:00:{n % 60:02d}.000Z",
+                  hashrate_ths=1.0, uptime_s=n)
 
 
 class Subscriber:
@@ -73,17 +72,25 @@ async def running(coro: Any) -> AsyncIterator[asyncio.Task[Any]]:
             await task
 
 
-def test_outbox_drops_the_oldest_when_full(caplog: pytest.LogCaptureFixture) -> None:
+def test_outbox_drops_the_oldest_when_full_and_says_what(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     outbox = Outbox(maxsize=3)
     with caplog.at_level(logging.WARNING):
-        for n in range(5):
+        for n in range(6):
             outbox.put(Outgoing.of("rig-1", sample(n)))
-    assert outbox.dropped == 2
+        outbox.report_drops()  # what a new broker session does first
+    assert outbox.dropped == 3
     assert len(outbox) == 3
-    assert [item.message.uptime_s for item in outbox._items] == [2, 3, 4]  # type: ignore[union-attr]
+    assert [item.message.uptime_s for item in outbox._items] == [3, 4, 5]  # type: ignore[union-attr]
     lines = [r.getMessage() for r in caplog.records if "outbox full" in r.getMessage()]
-    assert len(lines) == 1  # one line per burst, not one per message
-    assert "dropped the oldest" in lines[0]
+    # One line per burst (the first drop), then the rest when the broker is back.
+    assert lines == [
+        "outbox full (3 messages; broker unreachable?): dropped the oldest: 1 sample "
+        "(samples taken 2026-11-22T10:00:00.000Z to 2026-11-22T10:00:00.000Z)",
+        "outbox full (3 messages; broker unreachable?): dropped the oldest: 2 sample "
+        "(samples taken 2026-11-22T10:00:01.000Z to 2026-11-22T10:00:02.000Z)",
+    ]
 
 
 def test_outbox_drops_samples_before_status_changes() -> None:
@@ -106,48 +113,22 @@ async def test_outbox_put_front_keeps_order() -> None:
     assert [item.message.uptime_s for item in got] == [1, 2, 3]  # type: ignore[union-attr]
 
 
-class CountingClient:
-    """The real client, with a count of publishes awaiting their acknowledgement."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.active = 0
-        self.most = 0
-
-    @property
-    def messages(self) -> Any:
-        return self.client.messages
-
-    async def publish(self, *args: Any, **kwargs: Any) -> None:
-        self.active += 1
-        self.most = max(self.most, self.active)
-        try:
-            await self.client.publish(*args, **kwargs)
-        finally:
-            self.active -= 1
-
-
 async def test_publishes_are_pipelined_in_order_retained(broker: Any, base_topic: str) -> None:
     outbox = Outbox()
     publisher = Publisher(outbox, base_topic, max_inflight=32)
     topic = f"{base_topic}/miners/rig-1/sample"
     subscriber = await Subscriber(broker.host, broker.port, f"{base_topic}/#").start()
-    counting: list[CountingClient] = []
-
-    async def session(client: aiomqtt.Client) -> None:
-        counting.append(CountingClient(client))
-        await publisher.session(counting[-1])  # type: ignore[arg-type]
-
-    link = MqttLink(MqttConfig(url=broker.url, base_topic=base_topic), "collector")
+    link = PublishingLink(MqttConfig(url=broker.url, base_topic=base_topic), "collector")
     try:
         for n in range(300):
             outbox.put(Outgoing.of("rig-1", sample(n)))
-        async with running(link.run(session)):
+        async with running(link.run(publisher.session)):
             await subscriber.wait_for(lambda: len(subscriber.uptimes(topic)) >= 300)
             # the broker may forward the last one before its PUBACK reaches the publisher
             await subscriber.wait_for(lambda: publisher.published == 300)
         assert subscriber.uptimes(topic) == list(range(300))
-        assert 1 < counting[0].most <= 32  # several in flight at once, never more than allowed
+        # Many unacknowledged at once, never more than allowed: not one at a time.
+        assert publisher.most_inflight == 32
         assert len(outbox) == 0
     finally:
         await subscriber.stop()
@@ -181,7 +162,7 @@ async def test_messages_wait_while_the_broker_is_down_then_go_out_in_order(
 
     config = MqttConfig(url=own_broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                         reconnect_max_s=0.3)
-    link = MqttLink(config, "collector")
+    link = PublishingLink(config, "collector")
     async with running(link.run(session)):
         subscriber = await Subscriber(own_broker.host, own_broker.port, topic).start()
         for n in range(5):
@@ -218,7 +199,7 @@ async def test_empty_payload_clears_a_retained_message(broker: Any, base_topic: 
     outbox = Outbox()
     publisher = Publisher(outbox, base_topic)
     status_topic = f"{base_topic}/miners/old-id/status"
-    link = MqttLink(MqttConfig(url=broker.url, base_topic=base_topic), "collector")
+    link = PublishingLink(MqttConfig(url=broker.url, base_topic=base_topic), "collector")
     subscriber = await Subscriber(broker.host, broker.port, status_topic).start()
     async with running(link.run(publisher.session)):
         outbox.put(Outgoing.of("old-id", schemas.MinerStatus(

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from minerwatch.sim.axeos import DEFAULT_VERSION
 from minerwatch.sim.control import ControlApi
 from minerwatch.sim.fleet import Fleet, check_counts, check_host, fleet_urls
 
@@ -30,6 +31,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated values")
     parser.add_argument(
+        "--first-index",
+        type=int,
+        default=0,
+        help="number the miners from here (names, MACs): fleets on other hosts stay apart",
+    )
+    parser.add_argument(
+        "--axeos-version",
+        default=DEFAULT_VERSION,
+        help=f"AxeOS firmware the miners report (default {DEFAULT_VERSION}; "
+        "v2.14.0 or later also serves the live WebSocket /api/ws/live)",
+    )
+    parser.add_argument(
         "--control-port", type=int, default=0, help="control API port on 127.0.0.1 (0: off)"
     )
     parser.add_argument(
@@ -47,6 +60,8 @@ async def serve(args: argparse.Namespace) -> None:
         host=args.host,
         base_port=args.base_port,
         seed=args.seed,
+        axeos_version=args.axeos_version,
+        first_index=args.first_index,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -75,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_host(args.host)
         check_counts(args.axeos, args.cgminer, args.base_port)
+        if args.first_index < 0:
+            raise ValueError("first index cannot be negative")
         if not 0 <= args.control_port <= 65535:
             raise ValueError(f"control port {args.control_port} is not a TCP port")
         if args.print_urls:

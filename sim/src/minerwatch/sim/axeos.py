@@ -2,6 +2,11 @@
 
 Field names, types and units follow the firmware (see PROTOCOLS.md): hashRate GH/s, power W,
 voltage/current mV/mA, temperatures °C, fanspeed percent, bestDiff as a number (v2.11).
+
+A miner given a v2.14+ ``version`` also serves ``WS /api/ws/live`` as the firmware does:
+``{"event":"update","data":{...}}`` with the whole info object on connect, then every
+``live_interval_s`` only the fields that changed (nested objects diffed field by field,
+lists sent whole; nothing when nothing changed).
 """
 
 from __future__ import annotations
@@ -9,15 +14,28 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from minerwatch.sim.h11server import Reply, Request, protocol_factory
+from minerwatch.sim.h11server import (
+    Reply,
+    Request,
+    Upgrade,
+    WebSocketChannel,
+    protocol_factory,
+    wants_websocket,
+)
 from minerwatch.sim.miner import Clock, SimMiner
 from minerwatch.sim.model import BITAXE_GAMMA, Fault, MinerModel, hash_unit
 
 INFO_PATH = "/api/system/info"
+LIVE_PATH = "/api/ws/live"
+DEFAULT_VERSION = "v2.11.0"
+#: The first firmware with the live WebSocket.
+LIVE_SINCE = (2, 14)
+LIVE_INTERVAL_S = 0.5
 FREQUENCY_MHZ = 600
 CORE_VOLTAGE_MV = 1150
 SMALL_CORES = 2040
@@ -91,8 +109,8 @@ def system_info(miner: AxeOSMiner, now: float) -> dict[str, Any]:
         "fallbackStratumSuggestedDifficulty": 1000,
         "fallbackStratumExtranonceSubscribe": 0,
         "responseTime": round(35.0 + 10.0 * model.noise(now, 76, 5.0), 2),
-        "version": "v2.11.0",
-        "axeOSVersion": "v2.11.0",
+        "version": miner.version,
+        "axeOSVersion": miner.version,
         "idfVersion": "v5.4.1",
         "boardVersion": "601",
         "runningPartition": "factory",
@@ -151,18 +169,122 @@ def garbage_body(info_json: bytes, number: int, key: int) -> bytes:
     return b"\xff\xfe" + noise  # never valid UTF-8, let alone JSON
 
 
+def version_numbers(version: str) -> tuple[int, ...]:
+    """``v2.14.0`` -> (2, 14, 0); () when it does not start with a version number."""
+    match = re.match(r"v?(\d+(?:\.\d+)*)", version.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """What the firmware pushes: keys new or changed in ``new``, nested objects recursed."""
+    diff: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if key in old and before == value:
+            continue
+        if isinstance(value, dict) and isinstance(before, dict):
+            value = changed_fields(before, value)
+        diff[key] = value
+    return diff
+
+
+def update_message(data: dict[str, Any]) -> str:
+    return json.dumps({"event": "update", "data": data}, separators=(",", ":"))
+
+
+class LivePush:
+    """One ``/api/ws/live`` client: the whole object on connect, then changes on a timer
+    (a ``call_later`` chain, no task). TIMEOUT makes it hang: nothing sent, pings unanswered."""
+
+    def __init__(self, miner: AxeOSMiner) -> None:
+        self.miner = miner
+        self.channel: WebSocketChannel | None = None
+        self.sent: dict[str, Any] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def responsive(self) -> bool:
+        return self.miner.fault is not Fault.TIMEOUT
+
+    def opened(self, channel: WebSocketChannel) -> None:
+        self.channel = channel
+        self.miner.live_sessions.add(self)
+        self.sent = self.miner.report(self.miner.clock())
+        channel.send_text(update_message(self.sent))
+        self._schedule()
+
+    def closed(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.channel = None
+        self.miner.live_sessions.discard(self)
+
+    def drop(self) -> None:
+        if self.channel is not None:
+            self.channel.drop()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.miner.live_interval_s, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.channel is None or not self.channel.is_open:
+            return
+        fault = self.miner.fault
+        if fault is Fault.GARBAGE:
+            self.channel.send_text("\ufffd\ufffd not an update")
+        elif fault is not Fault.TIMEOUT:
+            current = self.miner.report(self.miner.clock())
+            diff = changed_fields(self.sent, current)
+            if diff:
+                self.channel.send_text(update_message(diff))
+                self.miner.live_updates += 1
+            self.sent = current
+        self._schedule()
+
+
 class AxeOSMiner(SimMiner):
     kind = "axeos"
     scheme = "axeos"
 
     def __init__(
-        self, index: int, host: str, port: int, clock: Clock, seed: int, t0: float
+        self,
+        index: int,
+        host: str,
+        port: int,
+        clock: Clock,
+        seed: int,
+        t0: float,
+        version: str = DEFAULT_VERSION,
     ) -> None:
         model = MinerModel.create(seed, "axeos", index, BITAXE_GAMMA, t0)
         super().__init__(f"axeos-{index}", index, host, port, model, clock, seed)
         self.mac = mac_address(index)
         self.hostname = f"bitaxe-{index}"
         self.stratum_user = f"bc1qminerwatchsim{seed % 10_000:04d}.{self.hostname}"
+        self.version = version
+        self.live_interval_s = LIVE_INTERVAL_S
+        self.live_sessions: set[LivePush] = set()
+        # what was asked and pushed, for tests
+        self.info_requests = 0
+        self.live_requests = 0
+        self.live_updates = 0
+
+    @property
+    def has_live(self) -> bool:
+        return version_numbers(self.version) >= LIVE_SINCE
+
+    def drop_live(self) -> None:
+        """Drop every open live WebSocket (clients may connect again)."""
+        for session in list(self.live_sessions):
+            session.drop()
+
+    async def set_fault(self, fault: Fault | str) -> None:
+        await super().set_fault(fault)
+        if self.fault is Fault.NO_LIVE:
+            self.drop_live()
 
     def report(self, now: float) -> dict[str, Any]:
         return system_info(self, now)
@@ -179,11 +301,23 @@ class AxeOSMiner(SimMiner):
         if not origin_allowed(request.headers.get("origin")):
             return Reply(401, b"Unauthorized", "text/plain")
         path = request.target.split("?", 1)[0]
+        if path == LIVE_PATH:
+            self.live_requests += 1
+            if self.has_live:
+                return self._live(request)
         if path != INFO_PATH:
             return Reply(404, b"Nothing matches the given URI", "text/plain")
         if request.method not in ("GET", "HEAD"):
             return Reply(405, b"Method not allowed", "text/plain")
+        self.info_requests += 1
         body = json.dumps(self.report(self.clock()), separators=(",", ":")).encode()
         if self.fault is Fault.GARBAGE:
             body = garbage_body(body, self.next_reply_number(), self.model.key)
         return Reply(200, body)
+
+    def _live(self, request: Request) -> Reply | Upgrade:
+        if self.fault is Fault.NO_LIVE:
+            return Reply(503, b"Live updates unavailable", "text/plain")
+        if request.method != "GET" or not wants_websocket(request):
+            return Reply(400, b"WebSocket only", "text/plain")
+        return Upgrade(LivePush(self))

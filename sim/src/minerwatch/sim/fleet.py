@@ -13,7 +13,7 @@ import resource
 import time
 from types import TracebackType
 
-from minerwatch.sim.axeos import AxeOSMiner
+from minerwatch.sim.axeos import DEFAULT_VERSION, AxeOSMiner
 from minerwatch.sim.cgminer import CGMinerMiner
 from minerwatch.sim.miner import Clock, SimMiner
 from minerwatch.sim.model import Fault
@@ -83,9 +83,16 @@ class Fleet:
         base_port: int = 0,
         seed: int = 0,
         clock: Clock = time.time,
+        first_index: int = 0,
+        axeos_version: str = DEFAULT_VERSION,
     ) -> None:
+        """``first_index`` numbers the miners from there (names, MACs and values follow it),
+        so fleets on different hosts do not look like the same miners. ``axeos_version``
+        is the AxeOS firmware they report: v2.14.0 or later also serves the live WebSocket."""
         check_host(host)
         check_counts(axeos, cgminer, base_port)
+        if first_index < 0:
+            raise ValueError("first index cannot be negative")
         self.host = host
         self.base_port = base_port
         self.seed = seed
@@ -96,10 +103,12 @@ class Fleet:
             return base_port + offset if base_port else 0
 
         self.miners: list[SimMiner] = [
-            AxeOSMiner(i, host, port_of(i), clock, seed, t0) for i in range(axeos)
+            AxeOSMiner(first_index + i, host, port_of(i), clock, seed, t0, axeos_version)
+            for i in range(axeos)
         ]
         self.miners += [
-            CGMinerMiner(j, host, port_of(axeos + j), clock, seed, t0) for j in range(cgminer)
+            CGMinerMiner(first_index + j, host, port_of(axeos + j), clock, seed, t0)
+            for j in range(cgminer)
         ]
         self._by_name = {miner.name: miner for miner in self.miners}
         self._started = False
@@ -136,6 +145,13 @@ class Fleet:
             return self._by_name[name]
         except KeyError:
             raise KeyError(f"no simulated miner named {name!r}") from None
+
+    async def move(self, name: str, host: str) -> None:
+        """The miner called ``name`` now answers at ``host`` (same port), as after a new
+        DHCP lease: its old address stops answering, its open connections drop."""
+        miner = self.by_name(name)
+        check_host(host)
+        await miner.move(host)
 
     def urls(self) -> list[str]:
         return [miner.url for miner in self.miners]

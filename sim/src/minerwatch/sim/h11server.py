@@ -3,6 +3,11 @@
 An ``asyncio.Protocol`` rather than streams: no task per connection, nothing at all per idle
 miner. HTTP/1.1 connections persist (pipelined requests are answered in order); HTTP/1.0
 and ``Connection: close`` close after the reply, as h11 decides.
+
+A handler may answer a request with ``Upgrade(session)``: the connection then becomes a
+WebSocket (the handshake and the frames are websockets' sans-I/O protocol) and the session
+gets a ``WebSocketChannel`` to send text on. Pings are answered while the session says it
+is ``responsive``; a session that is not (a hung device) ignores everything it receives.
 """
 
 from __future__ import annotations
@@ -12,8 +17,13 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import h11
+from websockets.datastructures import Headers
+from websockets.http11 import Request as WsRequest
+from websockets.protocol import OPEN, State
+from websockets.server import ServerProtocol
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +45,56 @@ class Reply:
     content_type: str = "application/json"
 
 
-#: A handler answers a request with a Reply, or with None to never answer (a hung device).
-Handler = Callable[[Request], "Reply | Awaitable[Reply | None] | None"]
+class WebSocketSession(Protocol):
+    """What runs on an upgraded connection (the AxeOS live push)."""
+
+    @property
+    def responsive(self) -> bool: ...
+
+    def opened(self, channel: WebSocketChannel) -> None: ...
+
+    def closed(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """Switch the connection to a WebSocket served by ``session``."""
+
+    session: WebSocketSession
+
+
+#: A handler answers a request with a Reply, an Upgrade, or None to never answer (a hung
+#: device).
+Handler = Callable[[Request], "Reply | Upgrade | Awaitable[Reply | None] | None"]
+
+
+def wants_websocket(request: Request) -> bool:
+    return "websocket" in request.headers.get("upgrade", "").lower()
+
+
+class WebSocketChannel:
+    """The sending side of one upgraded connection."""
+
+    def __init__(self, protocol: HttpProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def is_open(self) -> bool:
+        ws = self._protocol._ws
+        transport = self._protocol._transport
+        return (ws is not None and ws.state is OPEN and transport is not None
+                and not transport.is_closing())
+
+    def send_text(self, text: str) -> None:
+        ws = self._protocol._ws
+        if ws is not None and self.is_open:
+            ws.send_text(text.encode())
+            self._protocol._flush_ws()
+
+    def drop(self) -> None:
+        """Go away without a closing handshake, as a device that lost power does."""
+        if self._protocol._transport is not None:
+            self._protocol._transport.abort()
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -50,6 +108,8 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False  # a reply is being computed; later data waits in h11's buffer
         self._stalled = False  # the handler chose never to answer
         self._task: asyncio.Task[None] | None = None
+        self._ws: ServerProtocol | None = None  # set once upgraded to a WebSocket
+        self._session: WebSocketSession | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -59,6 +119,9 @@ class HttpProtocol(asyncio.Protocol):
         self._connections.add(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._ws is not None:
+            self._ws_received(data)
+            return
         if self._stalled:
             return
         try:
@@ -69,6 +132,10 @@ class HttpProtocol(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool:
+        if self._ws is not None:
+            self._ws.receive_eof()
+            self._flush_ws()
+            return False
         if self._stalled:
             return False  # the client gave up on a hung request: let the transport close
         try:
@@ -85,11 +152,15 @@ class HttpProtocol(asyncio.Protocol):
             self._connections.discard(self._transport)
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        session, self._session = self._session, None
+        if session is not None:
+            session.closed()
 
     # -- request handling ---------------------------------------------------------------
 
     def _process(self) -> None:
-        while not self._busy and not self._stalled and self._transport is not None:
+        while (not self._busy and not self._stalled and self._ws is None
+               and self._transport is not None):
             if self._transport.is_closing():
                 return
             try:
@@ -130,7 +201,9 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             log.exception("handler failed on %s %s", request.method, request.target)
             result = Reply(500, b'{"error":"internal error"}')
-        if inspect.isawaitable(result):
+        if isinstance(result, Upgrade):
+            self._upgrade(request, result.session)
+        elif inspect.isawaitable(result):
             self._task = asyncio.ensure_future(self._await_reply(result))
         else:
             self._respond(result)
@@ -176,6 +249,46 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
             return
         self._process()  # a pipelined request may already be buffered
+
+    # -- WebSocket ----------------------------------------------------------------------
+
+    def _upgrade(self, request: Request, session: WebSocketSession) -> None:
+        """Answer the handshake h11 has parsed; from here on the bytes are WebSocket frames."""
+        assert self._transport is not None
+        handshake = ServerProtocol()
+        response = handshake.accept(
+            WsRequest(request.target, Headers(list(request.headers.items()))))
+        handshake.send_response(response)
+        self._transport.write(b"".join(handshake.data_to_send()))
+        if response.status_code != 101:
+            self._close()
+            return
+        self._ws = ServerProtocol(state=State.OPEN)
+        self._session = session
+        trailing, _ = self._conn.trailing_data
+        session.opened(WebSocketChannel(self))
+        if trailing:
+            self._ws_received(bytes(trailing))
+
+    def _ws_received(self, data: bytes) -> None:
+        assert self._ws is not None
+        if self._session is not None and not self._session.responsive:
+            return  # hung: no pongs, no close handshake
+        self._ws.receive_data(data)
+        self._ws.events_received()  # what a client says is not listened to
+        self._flush_ws()
+
+    def _flush_ws(self) -> None:
+        if self._ws is None or self._transport is None or self._transport.is_closing():
+            return
+        for chunk in self._ws.data_to_send():
+            if chunk:
+                self._transport.write(chunk)
+            else:  # end of stream: the closing handshake is done
+                self._close()
+                return
+        if self._ws.close_expected():
+            self._close()
 
     def _send_error(self, status: int) -> None:
         if self._transport is None:

@@ -88,6 +88,13 @@ class SimMiner:
         elif fault is not Fault.REFUSE and self._running and self._server is None:
             await self._listen()  # the same port again: clients find the miner where it was
 
+    async def move(self, host: str) -> None:
+        """Listen at ``host`` instead (same port). The caller checks that it is loopback."""
+        await self._unlisten()
+        self.host = host
+        if self._running and self._fault is not Fault.REFUSE:
+            await self._listen()
+
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The values the miner reports right now, in Sample units (TH/s, °C, W...)."""
         return self.normalize(self.report(self.clock() if now is None else now))

@@ -24,6 +24,7 @@ class Fault(StrEnum):
     REFUSE = "refuse"  # stop listening: connects are refused
     GARBAGE = "garbage"  # answer with bytes that are not valid JSON
     PAUSED = "paused"  # reachable but not hashing
+    NO_LIVE = "nolive"  # AxeOS live WebSocket down: open ones drop, new ones get 503
 
 
 def _mix64(value: int) -> int:

@@ -1,27 +1,20 @@
 """AxeOS / ESP-Miner (Bitaxe, NerdQAxe legacy API): ``GET /api/system/info`` over HTTP.
 
 ``parse_system_info`` is pure and knows the firmware differences (shared/PROTOCOLS.md);
-``AxeosDriver`` does the I/O with one keep-alive httpx client per miner.
+``AxeosDriver`` does the I/O over one kept-alive HTTP/1.1 connection per miner
+(``drivers.http``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import os
 import re
-import ssl
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import msgspec
 
-from minerwatch.collector.drivers.reading import (
-    PollError,
-    Reading,
-    decode_json,
-    timeout_reason,
-)
+from minerwatch.collector.drivers.http import HttpClient
+from minerwatch.collector.drivers.reading import PollError, Reading, decode_json
 from minerwatch.collector.drivers.values import (
     count,
     hottest,
@@ -43,10 +36,6 @@ BOARD_FAMILIES = {"1": "Max", "2": "Ultra", "3": "UltraHex", "4": "Supra", "6": 
 #: Family by ASIC, for boards whose ``boardVersion`` says nothing (old Max: "0.11").
 ASIC_FAMILIES = {"BM1397": "Max", "BM1366": "Ultra", "BM1368": "Supra", "BM1370": "Gamma"}
 
-# These clients speak plain HTTP only. A bare context is built once and shared: httpx
-# would otherwise build (and load CA files into) a TLS context for every client, ~30 ms each.
-_PLAIN_HTTP_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
 
 # --- parsing (pure) -------------------------------------------------------------------
 
@@ -57,13 +46,14 @@ def _truthy(value: object) -> bool:
                              and value != 0)
 
 
-def stratum_url(host: object, port: object) -> str | None:
-    """``stratum+tcp://host:port`` from the firmware's pool fields. Users often paste a
-    whole URL into the host field (NerdQAxe stores it that way): its port wins then."""
+def stratum_url(host: object, port: object, tls: object = 0) -> str | None:
+    """``stratum+tcp://host:port`` from the firmware's pool fields (``stratum+ssl`` when
+    ``stratumTLS`` is on, v2.13+). Users often paste a whole URL into the host field
+    (NerdQAxe stores it that way): its scheme and port win then."""
     address = text(host)
     if address is None:
         return None
-    scheme = "stratum+tcp"
+    scheme = "stratum+ssl" if _truthy(tls) else "stratum+tcp"
     if "://" in address:
         given, _, address = address.partition("://")
         if given.lower().startswith("stratum+"):
@@ -75,6 +65,12 @@ def stratum_url(host: object, port: object) -> str | None:
         return f"{scheme}://{address}"
     port_number = count(port)
     return f"{scheme}://{address}:{port_number}" if port_number else f"{scheme}://{address}"
+
+
+def _sensor(value: object) -> float | None:
+    """A chip or VR temperature; boards without that sensor send 0 or -1, not None."""
+    result = temperature(value)
+    return result if result is not None and result > 0 else None
 
 
 def _fans(data: Mapping[str, Any]) -> list[int]:
@@ -122,23 +118,29 @@ def parse_system_info(data: object) -> Reading:
     # The schema needs a number: an impossible hashrate reads as 0 and "not mining".
     hashrate_ths = tidy(hashrate_ghs / 1e3) if hashrate_ghs is not None else 0.0
     expected_ghs = positive(data.get("expectedHashrate"))
-    paused = _truthy(data.get("miningPaused")) or _truthy(data.get("shutdown"))
+    # Not hashing whatever hashRate says (it keeps its last value): paused (v2.14+,
+    # NerdQAxe "shutdown"), overheat mode (ASIC powered down until the user clears it),
+    # or an active power fault (VCORE off).
+    paused = (_truthy(data.get("miningPaused")) or _truthy(data.get("shutdown"))
+              or _truthy(data.get("overheat_mode")) or text(data.get("power_fault")) is not None)
 
     power_w = positive(data.get("power"))
     if power_w is None:
         volts_mv, amps_ma = positive(data.get("voltage")), positive(data.get("current"))
         if volts_mv is not None and amps_ma is not None:
-            power_w = tidy(volts_mv * amps_ma / 1e6)
+            power_w = tidy(positive(volts_mv * amps_ma / 1e6))
 
-    temps = [temperature(data.get("temp")), temperature(data.get("temp2"))]
+    temps = [_sensor(data.get("temp")), _sensor(data.get("temp2"))]
     chip_temps = data.get("asicTemps")  # NerdQAxe: per-chip
     if isinstance(chip_temps, list):
-        temps.extend(temperature(t) for t in chip_temps)
+        temps.extend(_sensor(t) for t in chip_temps)
 
     if _truthy(data.get("isUsingFallbackStratum")):
-        pool = stratum_url(data.get("fallbackStratumURL"), data.get("fallbackStratumPort"))
+        pool = stratum_url(data.get("fallbackStratumURL"), data.get("fallbackStratumPort"),
+                           data.get("fallbackStratumTLS"))
     else:
-        pool = stratum_url(data.get("stratumURL"), data.get("stratumPort"))
+        pool = stratum_url(data.get("stratumURL"), data.get("stratumPort"),
+                           data.get("stratumTLS"))
 
     make, model = _identity(data)
     return Reading(
@@ -146,7 +148,7 @@ def parse_system_info(data: object) -> Reading:
         expected_hashrate_ths=tidy(expected_ghs / 1e3) if expected_ghs is not None else None,
         power_w=power_w,
         temp_c=hottest(temps),
-        vr_temp_c=temperature(data.get("vrTemp")),
+        vr_temp_c=_sensor(data.get("vrTemp")),
         fan_rpm=_fans(data),
         shares_accepted=count(data.get("sharesAccepted")),
         shares_rejected=count(data.get("sharesRejected")),
@@ -165,43 +167,21 @@ def parse_system_info(data: object) -> Reading:
 # --- I/O ------------------------------------------------------------------------------
 
 
-def _os_error(exc: BaseException) -> OSError | None:
-    """The OS-level error under an httpx exception: httpx -> httpcore -> anyio's
-    "All connection attempts failed" -> the OSError with an errno (refused, no route...)."""
-    first: OSError | None = None
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError):
-            if seen.errno:
-                return seen
-            first = first or seen
-        seen = seen.__cause__ or seen.__context__
-    return first
+def decode_body(body: bytes) -> object:
+    """The reply as JSON, decoded once from bytes. msgspec is strict; whatever it refuses
+    (raw control characters, bytes that are not UTF-8, NaN) goes through ``decode_json``,
+    which is lenient where firmwares need it and words the error when it is not JSON."""
+    try:
+        return _json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # deep nesting too
+        return decode_json(body)
 
 
-def _os_error_text(exc: BaseException) -> str:
-    error = _os_error(exc)
-    if error is not None and error.errno:
-        return os.strerror(error.errno)  # asyncio's own text names the address: noise here
-    return str(error or exc) or type(exc).__name__
-
-
-def _connect_reason(exc: httpx.ConnectError) -> str:
-    error = _os_error(exc)
-    if isinstance(error, ConnectionRefusedError) or (
-        error is not None and error.errno == errno.ECONNREFUSED
-    ):
-        return "connection refused"
-    return f"connection failed: {_short(_os_error_text(exc))}"
-
-
-def _short(message: str, limit: int = 80) -> str:
-    message = " ".join(message.split())
-    return message if len(message) <= limit else message[: limit - 1] + "…"
+_json = msgspec.json.Decoder()
 
 
 class AxeosDriver:
-    """Polls one AxeOS miner. One client per miner, built once, kept alive between polls."""
+    """Polls one AxeOS miner over one connection, built once, kept alive between polls."""
 
     name = "axeos"
 
@@ -209,66 +189,16 @@ class AxeosDriver:
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
-        netloc = f"[{host}]" if ":" in host else host
-        self._client = httpx.AsyncClient(
-            base_url=f"http://{netloc}:{port}",
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(
-                max_connections=2, max_keepalive_connections=1, keepalive_expiry=keepalive_s
-            ),
-            verify=_PLAIN_HTTP_TLS,
-            trust_env=False,  # a proxy from the environment must not sit between us and a LAN miner
-            follow_redirects=False,
-            # No Origin header: AxeOS answers 401 to an Origin outside private ranges.
-            headers={"Accept": "application/json"},
-        )
+        # No Origin header: AxeOS answers 401 to an Origin outside private ranges.
+        self._http = HttpClient(host, port, timeout_s=timeout_s, keepalive_s=keepalive_s,
+                                headers=[("Accept", "application/json")],
+                                max_body=MAX_REPLY_BYTES)
 
     async def fetch(self) -> Reading:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                body = await self._get(INFO_PATH)
-        except TimeoutError:
-            raise PollError(timeout_reason(self.timeout_s)) from None
-        return parse_system_info(decode_json(body))
-
-    async def _get(self, path: str) -> bytes:
-        # A kept-alive connection the miner closed meanwhile fails on reuse: retry once.
-        for attempt in (1, 2):
-            try:
-                return await self._get_once(path)
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                if attempt == 2:
-                    raise PollError(self._transport_reason(exc)) from None
-        raise AssertionError("unreachable")
-
-    async def _get_once(self, path: str) -> bytes:
-        try:
-            async with self._client.stream("GET", path) as response:
-                if response.status_code != 200:
-                    raise PollError(f"HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_REPLY_BYTES:
-                        raise PollError(f"bad reply: larger than {MAX_REPLY_BYTES} bytes")
-                return bytes(body)
-        except httpx.TimeoutException:
-            raise PollError(timeout_reason(self.timeout_s)) from None
-        except httpx.ConnectError as exc:
-            raise PollError(_connect_reason(exc)) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            raise
-        except httpx.HTTPError as exc:
-            raise PollError(f"HTTP error: {_short(str(exc) or type(exc).__name__)}") from None
-
-    @staticmethod
-    def _transport_reason(exc: httpx.HTTPError) -> str:
-        message = str(exc)
-        if isinstance(exc, httpx.RemoteProtocolError):
-            if "disconnected" in message.lower():
-                return "connection closed without a reply"
-            return f"bad reply: not HTTP ({_short(message, 60)})"
-        return f"connection error: {_short(_os_error_text(exc))}"
+        status, body = await self._http.get(INFO_PATH)
+        if status != 200:
+            raise PollError(f"HTTP {status}")
+        return parse_system_info(decode_body(body))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()

@@ -1,8 +1,16 @@
-"""CGMiner RPC (Antminer bmminer first): JSON over TCP 4028, one command per connection.
+"""CGMiner RPC (Antminer, Whatsminer, Avalon, any cgminer): JSON over TCP 4028.
 
-The pure part repairs the JSON real units send and reads ``summary``, ``stats``, ``pools``
-and ``version`` replies (shared/PROTOCOLS.md); ``CgminerDriver`` does the I/O with asyncio
-streams, one connection per command, the commands of a poll running concurrently.
+This module is the transport (one command per connection, read until the miner closes,
+bounded in time and size), the envelope (NUL, STATUS, joined ``a+b`` replies), the repair of
+the JSON real units send, and the family dispatch: ``version`` says which family a miner
+is, and each family's module (``antminer``, ``whatsminer``, ``avalon``) reads its replies.
+
+A poll asks every command at once as one joined command (``summary+stats+pools``); a
+firmware that refuses joined commands (or never answers them) is asked them one per
+connection, and the driver remembers which of the two works for that miner. The same goes
+for richer requests: an Antminer whose ``stats`` has no sensors is asked
+``{"command":"stats","new_api":true}`` once, and keeps being asked it only if that has them.
+Everything a poll does shares one deadline: the poll timeout.
 """
 
 from __future__ import annotations
@@ -11,33 +19,40 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from minerwatch.collector.drivers import antminer, avalon, whatsminer
+from minerwatch.collector.drivers.antminer import parse_stats
+from minerwatch.collector.drivers.cgminer_fields import (
+    Details,
+    Identity,
+    Summary,
+    build_reading,
+    first_block,
+    hashrate_ths,
+    parse_pools,
+    parse_summary,
+    section,
+)
 from minerwatch.collector.drivers.reading import (
     PollError,
     Reading,
     decode_json,
     timeout_reason,
 )
-from minerwatch.collector.drivers.values import (
-    TEMP_MAX_C,
-    count,
-    dashed_numbers,
-    non_negative,
-    number,
-    positive,
-    si_number,
-    temperature,
-    text,
-    tidy,
-)
+from minerwatch.collector.drivers.values import text
 
 log = logging.getLogger("minerwatch.collector.cgminer")
 
 MAX_REPLY_BYTES = 1 << 20
+#: After this many polls in a row with a summary but no ``version`` answer, stop asking it.
+MAX_VERSION_FAILURES = 3
+#: After this many joined commands in a row without any reply (before one ever worked),
+#: ask one command per connection.
+MAX_JOINED_SILENCES = 2
 
 #: Known malformations of real firmwares, applied only when a reply does not parse as is.
 _REPAIRS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -49,17 +64,39 @@ _REPAIRS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(:\s*)[-+]?(?:inf(?:inity)?|nan)(?=\s*[,}\]])", re.IGNORECASE), r"\1null"),
 )
 
-#: Hashrate keys carry their unit and window: "GHS 5s", "MHS 30s", "GHS 30m".
-_RATE_KEY = re.compile(r"^(THS|GHS|MHS|KHS) (\d+)([sm])$")
-_RATE_DIVISORS = {"THS": 1.0, "GHS": 1e3, "MHS": 1e6, "KHS": 1e9}
-_UNIT_DIVISORS = {"TH": 1.0, "GH": 1e3, "MH": 1e6, "KH": 1e9, "H": 1e12}
-_CHIP_TEMP_KEY = re.compile(r"^(?:temp2_\d+|temp_chip\d+)$")
-_BOARD_TEMP_KEY = re.compile(r"^(?:temp\d+|temp_pcb\d+)$")
-_FAN_KEY = re.compile(r"^fan(\d+)$")
-_FIRMWARE_KEYS = ("BMMiner", "CGMiner", "BOSminer", "BTMiner", "LUXminer", "bmminer", "cgminer")
+__all__ = [
+    "CgminerDriver",
+    "Details",
+    "Family",
+    "Identity",
+    "StatusError",
+    "Summary",
+    "build_reading",
+    "check_status",
+    "decode_reply",
+    "family_of",
+    "hashrate_ths",
+    "parse_pools",
+    "parse_stats",
+    "parse_summary",
+    "parse_version",
+    "repair_json",
+    "request",
+    "section",
+    "split_joined",
+]
 
 
-# --- reply decoding (pure) ------------------------------------------------------------
+# --- envelope and repair (pure) -------------------------------------------------------
+
+
+class StatusError(PollError):
+    """A reply whose STATUS is E (error) or F (fatal). ``reply`` is kept: even an error
+    says who answered (Whatsminer's ``version`` error names the firmware)."""
+
+    def __init__(self, reason: str, reply: Mapping[str, Any]) -> None:
+        super().__init__(reason)
+        self.reply = reply
 
 
 def repair_json(reply: str) -> str:
@@ -68,11 +105,15 @@ def repair_json(reply: str) -> str:
     return reply
 
 
-def decode_reply(raw: bytes) -> dict[str, Any]:
+def decode_reply(raw: bytes, *, check: bool = True) -> dict[str, Any]:
     """Raw bytes from the socket -> the reply object, repaired when needed.
 
-    Raises PollError for empty, unrepairable or error (STATUS E/F) replies."""
-    reply = raw.decode("utf-8", errors="replace").replace("\x00", "").strip()
+    The reply ends at the first NUL. Raises PollError for empty, unrepairable and (with
+    ``check``) error replies (STATUS E/F, as StatusError)."""
+    body, nul, _ = raw.partition(b"\x00")
+    if nul and not body.strip():  # a stray NUL before the reply
+        body = raw.replace(b"\x00", b"")
+    reply = body.decode("utf-8", errors="replace").strip()
     if not reply:
         raise PollError("bad reply: empty")
     try:
@@ -81,16 +122,19 @@ def decode_reply(raw: bytes) -> dict[str, Any]:
         data = decode_json(repair_json(reply))
     if not isinstance(data, dict):
         raise PollError("bad reply: not a JSON object")
-    check_status(data)
+    if check:
+        check_status(data)
     return data
 
 
 def check_status(reply: Mapping[str, Any]) -> None:
-    """STATUS E (error) or F (fatal) -> PollError naming the firmware's message."""
+    """STATUS E (error) or F (fatal) -> StatusError naming the firmware's message."""
     status = reply.get("STATUS")
     message: object = None
     if isinstance(status, list) and status and isinstance(status[0], Mapping):
         code, message = status[0].get("STATUS"), status[0].get("Msg")
+    elif isinstance(status, Mapping):  # new_api replies: one object
+        code, message = status.get("STATUS"), status.get("Msg")
     elif isinstance(status, str):  # some Whatsminer replies
         code, message = status, reply.get("Msg")
     else:
@@ -98,249 +142,147 @@ def check_status(reply: Mapping[str, Any]) -> None:
     if code in ("E", "F"):
         if not isinstance(message, str):
             message = json.dumps(message) if message is not None else "no message"
-        raise PollError(f"bad reply: STATUS {code}: {' '.join(message.split())[:100]}")
+        reason = f"bad reply: STATUS {code}: {' '.join(message.split())[:100]}"
+        raise StatusError(reason, reply)
 
 
-def section(reply: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
-    """The objects of one section ("SUMMARY", "STATS"...), whatever its case."""
-    value = reply.get(name)
-    if value is None:
-        wanted = name.lower()
-        value = next((v for k, v in reply.items() if k.lower() == wanted), None)
-    if isinstance(value, Mapping):
-        return [value]
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, Mapping)]
-    return []
+def split_joined(
+    reply: Mapping[str, Any], commands: Sequence[str]
+) -> dict[str, dict[str, Any] | PollError]:
+    """A joined reply ``{"summary":[{...}],"stats":[{...}]}`` -> each command's reply.
+
+    Raises PollError when it is not a joined reply (the firmware refused the join); a
+    part that is itself an error reply comes back as its StatusError."""
+    results: dict[str, dict[str, Any] | PollError] = {}
+    for command in commands:
+        part = reply.get(command)
+        if isinstance(part, list) and part:
+            part = part[0]
+        if not isinstance(part, dict):
+            raise PollError(f"bad reply: no {command!r} in the joined reply")
+        try:
+            check_status(part)
+        except StatusError as exc:
+            results[command] = exc
+        else:
+            results[command] = part
+    return results
 
 
-# --- reply parsing (pure) -------------------------------------------------------------
+# --- families (pure) ------------------------------------------------------------------
 
 
-def hashrate_ths(block: Mapping[str, Any]) -> float | None:
-    """The shortest-window hashrate in a block, in TH/s (GHS 5s, MHS 5s, MHS 30s...),
-    else the lifetime average; 0.0 when the keys exist but hold nothing readable;
-    None when the block reports no hashrate at all."""
-    windows: list[tuple[int, str, float]] = []
-    for key in block:
-        match = _RATE_KEY.match(key)
-        if match:
-            seconds = int(match.group(2)) * (60 if match.group(3) == "m" else 1)
-            windows.append((seconds, key, _RATE_DIVISORS[match.group(1)]))
-    windows.sort()
-    averages = [(f"{unit} av", divisor) for unit, divisor in _RATE_DIVISORS.items()]
-    candidates = [(key, divisor) for _, key, divisor in windows]
-    candidates += [(key, divisor) for key, divisor in averages if key in block]
-    for key, divisor in candidates:
-        value = non_negative(block[key])
-        if value is not None:
-            return tidy(value / divisor)
-    return 0.0 if candidates else None
+Parser = Callable[[Mapping[str, Any]], Details]
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    hashrate_ths: float | None = None
-    shares_accepted: int | None = None
-    shares_rejected: int | None = None
-    best_diff: float | None = None
-    uptime_s: int | None = None
-    power_w: float | None = None
+@dataclass(frozen=True)
+class Family:
+    """One kind of cgminer-API firmware: what to ask each poll and how to read it."""
+
+    name: str
+    #: Commands asked every poll besides ``summary``.
+    commands: tuple[str, ...]
+    #: Commands asked only while the identity is unknown (after start and restarts).
+    identity_commands: tuple[str, ...] = ()
+    #: Per command, the family's reader of that reply (``summary`` too: extra fields).
+    parsers: Mapping[str, Parser] = field(default_factory=dict)
+    #: The identity in this family's ``version`` reply.
+    version: Callable[[Mapping[str, Any]], Identity] = lambda _: Identity()
+    #: Request options to try for a command whose plain reply has no temperatures and no
+    #: fans (newer Antminer firmware keeps them in ``stats`` with ``new_api``).
+    richer: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
-def parse_summary(reply: Mapping[str, Any]) -> Summary:
-    blocks = section(reply, "SUMMARY")
-    if not blocks:
-        raise PollError("bad reply: no SUMMARY section")
-    block = blocks[0]
-    return Summary(
-        hashrate_ths=hashrate_ths(block),
-        shares_accepted=count(block.get("Accepted")),
-        shares_rejected=count(block.get("Rejected")),
-        best_diff=si_number(block.get("Best Share")),
-        uptime_s=count(block.get("Elapsed")),
-        # Only firmwares that measure power send it (Whatsminer); stock Antminer: none.
-        power_w=positive(block.get("Power")),
-    )
+def _generic_version(reply: Mapping[str, Any]) -> Identity:
+    block = first_block(reply, "VERSION")
+    for key in antminer.FIRMWARE_KEYS:
+        version = text(block.get(key))
+        if version:
+            return Identity(firmware=f"{key} {version}")
+    return Identity()
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
-    hashrate_ths: float | None = None
-    expected_hashrate_ths: float | None = None
-    temp_c: float | None = None
-    fan_rpm: list[int] = field(default_factory=list)
-    miner_type: str | None = None
+ANTMINER = Family("antminer", ("stats", "pools"), parsers={"stats": parse_stats},
+                  version=antminer.parse_version, richer={"stats": {"new_api": True}})
+WHATSMINER = Family(
+    "whatsminer", ("pools",), identity_commands=("devdetails",),
+    parsers={"summary": whatsminer.parse_summary, "devdetails": whatsminer.parse_devdetails},
+    version=lambda _: Identity(make=whatsminer.MAKE),
+)
+AVALON = Family("avalon", ("estats", "pools"), parsers={"estats": avalon.parse_estats},
+                version=avalon.parse_version)
+#: Any other cgminer: the legacy stats keys (tempN, fanN) are cgminer conventions.
+GENERIC = Family("cgminer", ("stats", "pools"), parsers={"stats": parse_stats},
+                 version=_generic_version)
+FAMILIES = {family.name: family for family in (ANTMINER, WHATSMINER, AVALON, GENERIC)}
 
 
-def _temperatures(value: object) -> Iterator[float]:
-    """Chip/board temperatures from a number, a list, or a dash-joined string."""
-    if isinstance(value, list):
-        for item in value:
-            yield from _temperatures(item)
-        return
-    if isinstance(value, str) and "-" in value.strip()[1:]:
-        candidates: list[float | None] = list(dashed_numbers(value))
-    else:
-        candidates = [number(value)]
-    for reading in candidates:
-        # Unpopulated chains read 0 (or -1, -64): only positive, plausible values count.
-        if reading is not None and 0 < reading < TEMP_MAX_C:
-            yield reading
+def _description(reply: Mapping[str, Any]) -> str:
+    status = reply.get("STATUS")
+    if isinstance(status, list) and status and isinstance(status[0], Mapping):
+        status = status[0]
+    source = status if isinstance(status, Mapping) else reply
+    return str(source.get("Description") or "").lower()
 
 
-def parse_stats(reply: Mapping[str, Any]) -> Stats:
-    """Antminer ``stats``: STATS[0] is a version block, STATS[1] the data (fans, temps)."""
-    blocks = section(reply, "STATS")
-    chip: list[float] = []
-    board: list[float] = []
-    fans: list[tuple[int, int]] = []
-    rate: float | None = None
-    expected: float | None = None
-    miner_type: str | None = None
-    for block in blocks:
-        miner_type = miner_type or text(block.get("Type"))
-        if rate is None:
-            rate = hashrate_ths(block)
-        ideal = positive(block.get("total_rateideal"))
-        if ideal is not None and expected is None:
-            unit = (text(block.get("rate_unit")) or "GH").upper().removesuffix("/S")
-            if unit in _UNIT_DIVISORS:
-                expected = tidy(ideal / _UNIT_DIVISORS[unit])
-        for key, value in block.items():
-            if _CHIP_TEMP_KEY.match(key):
-                chip.extend(_temperatures(value))
-            elif _BOARD_TEMP_KEY.match(key):
-                board.extend(_temperatures(value))
-            elif fan := _FAN_KEY.match(key):
-                rpm = count(value)
-                if rpm:  # fan slots that are not fitted read 0
-                    fans.append((int(fan.group(1)), rpm))
-        # Newer stock firmware with new_api: STATS[0].chain[] of per-board lists.
-        for chain in block.get("chain") or []:
-            if isinstance(chain, Mapping):
-                chip.extend(_temperatures(chain.get("temp_chip")))
-                board.extend(_temperatures(chain.get("temp_pcb")))
-    temps = chip or board  # the hottest chip; boards only when no chip is reported
-    return Stats(
-        hashrate_ths=rate,
-        expected_hashrate_ths=expected,
-        temp_c=max(temps) if temps else None,
-        fan_rpm=[rpm for _, rpm in sorted(fans)],
-        miner_type=miner_type,
-    )
+def family_of(version: Mapping[str, Any]) -> Family:
+    """Which family answered ``version`` (the reply, or the error reply it gave)."""
+    description = _description(version)
+    if "whatsminer" in description or "btminer" in description:
+        return WHATSMINER
+    block = first_block(version, "VERSION")
+    if "BTMiner" in block:
+        return WHATSMINER
+    miner_type = (text(block.get("Type")) or "").lower()
+    if miner_type.startswith("antminer") or "BMMiner" in block:
+        return ANTMINER
+    if avalon.is_avalon_version(block):
+        return AVALON
+    return GENERIC
 
 
-def _is_true(value: object) -> bool:
-    return value is True or value == 1 or (isinstance(value, str) and value.lower() == "true")
-
-
-def _normalize_pool_url(url: str) -> str:
-    url = url.strip()
-    return url if "://" in url else f"stratum+tcp://{url}"
-
-
-def parse_pools(reply: Mapping[str, Any]) -> str | None:
-    """The active pool's URL: ``Stratum Active``, else the alive pool of lowest Priority."""
-    pools = [p for p in section(reply, "POOLS") if text(p.get("URL"))]
-    active = [p for p in pools if _is_true(p.get("Stratum Active"))]
-    if not active:
-        alive = [p for p in pools if str(p.get("Status", "")).lower() == "alive"]
-
-        def priority(pool: Mapping[str, Any]) -> float:
-            value = number(pool.get("Priority"))
-            return value if value is not None else float("inf")
-
-        active = sorted(alive, key=priority)
-    url = text(active[0].get("URL")) if active else None
-    return _normalize_pool_url(url) if url else None
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    make: str | None = None
-    model: str | None = None
-    firmware: str | None = None
-
-
-def identity_from_type(miner_type: str | None) -> Identity:
-    if not miner_type:
-        return Identity()
-    if miner_type.lower().startswith("antminer"):
-        return Identity(make="Antminer", model=miner_type[len("antminer") :].strip() or None)
-    return Identity(model=miner_type)
+def family_of_summary(reply: Mapping[str, Any]) -> Family | None:
+    """A second opinion from ``summary`` when ``version`` said nothing useful."""
+    if "whatsminer" in _description(reply):
+        return WHATSMINER
+    if whatsminer.is_whatsminer_summary(first_block(reply, "SUMMARY")):
+        return WHATSMINER
+    return None
 
 
 def parse_version(reply: Mapping[str, Any]) -> Identity:
-    """Antminer ``{"BMMiner","CompileTime","Type":"Antminer S19 Pro"}``; Avalon ``PROD``."""
-    blocks = section(reply, "VERSION")
-    block = blocks[0] if blocks else {}
-    identity = identity_from_type(text(block.get("Type")))
-    product = text(block.get("PROD"))
-    if identity.model is None and product:
-        make = "Avalon" if product.lower().startswith("avalon") else None
-        identity = Identity(make=make, model=text(block.get("MODEL")) or product)
-    firmware = None
-    for key in _FIRMWARE_KEYS:
-        version = text(block.get(key))
-        if version:
-            firmware = f"{key} {version}"
-            break
-    firmware = firmware or text(block.get("LVERSION")) or text(block.get("Firmware Version"))
-    compiled = text(block.get("CompileTime"))
-    if firmware and compiled:
-        firmware = f"{firmware} ({compiled})"
-    return Identity(identity.make, identity.model, firmware)
-
-
-def build_reading(
-    summary: Summary,
-    stats: Stats | None = None,
-    pool_url: str | None = None,
-    identity: Identity | None = None,
-) -> Reading:
-    """Combine the parsed replies of one poll; only ``summary`` is required."""
-    stats = stats or Stats()
-    rate = summary.hashrate_ths if summary.hashrate_ths is not None else stats.hashrate_ths
-    if rate is None:
-        raise PollError("bad reply: no hashrate in summary")
-    if identity is None or identity.model is None:
-        fallback = identity_from_type(stats.miner_type)
-        firmware = identity.firmware if identity else None
-        identity = Identity(fallback.make, fallback.model, firmware)
-    return Reading(
-        hashrate_ths=rate,
-        expected_hashrate_ths=stats.expected_hashrate_ths,
-        power_w=summary.power_w,
-        temp_c=temperature(stats.temp_c),
-        fan_rpm=list(stats.fan_rpm),
-        shares_accepted=summary.shares_accepted,
-        shares_rejected=summary.shares_rejected,
-        best_diff=summary.best_diff,
-        uptime_s=summary.uptime_s,
-        pool_url=pool_url,
-        is_mining=rate > 0,
-        make=identity.make,
-        model=identity.model,
-        firmware=identity.firmware,
-    )
+    """make, model and firmware from a ``version`` reply, whatever the family."""
+    return family_of(reply).version(reply)
 
 
 # --- I/O ------------------------------------------------------------------------------
 
 
 async def request(
-    host: str, port: int, command: str, timeout_s: float, parameter: str | None = None
+    host: str,
+    port: int,
+    command: str,
+    timeout_s: float,
+    parameter: str | None = None,
+    *,
+    options: Mapping[str, object] | None = None,
+    deadline: float | None = None,
+    check: bool = True,
 ) -> dict[str, Any]:
     """Send one command, read until the peer closes (or a NUL), decode the reply.
 
-    Bounded in time (``timeout_s`` for the whole exchange) and in size (1 MiB)."""
-    payload: dict[str, str] = {"command": command}
+    Bounded in time (``timeout_s`` for the whole exchange, or until ``deadline`` on the
+    loop's clock when given: a slow trickle of bytes does not extend it) and in size
+    (1 MiB). ``options`` are extra request keys (``{"new_api": True}``)."""
+    payload: dict[str, object] = {"command": command}
     if parameter is not None:
         payload["parameter"] = parameter
+    payload.update(options or {})
+    if deadline is None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
     received = bytearray()
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout_at(deadline):
             reader, writer = await asyncio.open_connection(host, port)
             try:
                 writer.write(json.dumps(payload).encode())
@@ -358,7 +300,7 @@ async def request(
     except TimeoutError:
         if received:  # a firmware that forgets to close after a complete reply
             with suppress(PollError):
-                return decode_reply(bytes(received))
+                return decode_reply(bytes(received), check=check)
         raise PollError(timeout_reason(timeout_s)) from None
     except ConnectionRefusedError:
         raise PollError("connection refused") from None
@@ -367,11 +309,17 @@ async def request(
             raise PollError("connection reset without a reply") from None
     except OSError as exc:
         raise PollError(f"connection failed: {exc.strerror or exc}") from None
-    return decode_reply(bytes(received))
+    return decode_reply(bytes(received), check=check)
+
+
+def _is_transport_failure(error: PollError) -> bool:
+    """Failures that say nothing about the firmware (the miner is away or slow)."""
+    return not error.reason.startswith("bad reply")
 
 
 class CgminerDriver:
-    """Polls one CGMiner-API miner: summary, stats and pools each poll, version once."""
+    """Polls one CGMiner-API miner: the family's commands each poll, ``version`` (and the
+    family's identity commands) once, and again after the miner restarted."""
 
     name = "cgminer"
 
@@ -379,46 +327,201 @@ class CgminerDriver:
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
+        self.family: Family | None = None
+        #: Does this firmware answer joined commands (None: not known yet)?
+        self.joined: bool | None = None
         self._identity: Identity | None = None
         self._identity_stale = False
         self._uptime_s: int | None = None
+        self._version_failures = 0  # polls in a row where summary answered, version not
+        self._joined_silences = 0
+        #: Commands asked with options (alone: a joined command carries none), and the
+        #: commands whose richer form was tried already (for good or not).
+        self._options: dict[str, Mapping[str, object]] = {}
+        self._richer_tried: set[str] = set()
         self._aux_errors: dict[str, str] = {}
 
-    async def _command(self, command: str) -> dict[str, Any]:
-        return await request(self.host, self.port, command, self.timeout_s)
-
     async def fetch(self) -> Reading:
-        commands = ["summary", "stats", "pools"]
-        if self._identity is None or self._identity_stale:
-            commands.append("version")
-        replies = await asyncio.gather(
-            *(self._command(c) for c in commands), return_exceptions=True
-        )
-        results = dict(zip(commands, replies, strict=True))
-        summary_reply = results.pop("summary")
-        if isinstance(summary_reply, BaseException):
-            raise summary_reply
+        # One deadline for the whole poll, every step and fallback included.
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        identify = self._identity is None or self._identity_stale
+        summary_reply, results, identified = await self._first_step(deadline, identify)
         summary = parse_summary(summary_reply)
-        # A miner that restarted may have new firmware: ask for its version again next poll.
-        previous, self._uptime_s = self._uptime_s, summary.uptime_s
-        if previous is not None and summary.uptime_s is not None and summary.uptime_s < previous:
-            self._identity_stale = True
+        family = self._settle_family(summary_reply)
+        wanted = [*family.commands, *(family.identity_commands if identify else ())]
+        missing = [command for command in wanted if command not in results]
+        if missing:  # the family became known during this poll: its own commands now
+            results.update(await self._ask(missing, deadline))
+        self._notice_restart(summary)
 
-        parsed: dict[str, Any] = {}
-        parsers = {"stats": parse_stats, "pools": parse_pools, "version": parse_version}
-        for command, reply in results.items():
+        details: list[Details] = []
+        if summary_parser := family.parsers.get("summary"):
+            details.append(summary_parser(summary_reply))
+        pool_url: str | None = None
+        for command in wanted:
+            reply = results.get(command)
             try:
-                if isinstance(reply, BaseException):
+                if isinstance(reply, PollError):
                     raise reply
-                parsed[command] = parsers[command](reply)
+                if reply is None:
+                    continue
+                if command == "pools":
+                    pool_url = parse_pools(reply)
+                elif parser := family.parsers.get(command):
+                    details.append(parser(reply))
+                    self._consider_richer(family, command, details[-1])
             except Exception as exc:  # a side reply never fails the poll: summary answered
                 reason = exc.reason if isinstance(exc, PollError) else f"internal error: {exc!r}"
                 self._note_aux_error(command, reason)
+                self._options.pop(command, None)  # a richer form that fails: plain again
             else:
                 self._aux_errors.pop(command, None)
-        if "version" in parsed:
-            self._identity, self._identity_stale = parsed["version"], False
-        return build_reading(summary, parsed.get("stats"), parsed.get("pools"), self._identity)
+        if identified:  # what the identity commands found joins the version's identity
+            for item in details:
+                self._identity = (self._identity or Identity()).over(item.identity)
+        return build_reading(summary, details, pool_url, self._identity)
+
+    async def _first_step(
+        self, deadline: float, identify: bool
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any] | PollError], bool]:
+        """The summary (PollError when it fails) and the other replies of the family's
+        commands, with ``version`` alongside when the family or identity is unknown: not
+        before, so a firmware whose version hangs is still polled within the timeout."""
+        known = self.family
+        version: asyncio.Task[bool] | None = None
+        if (known is None or identify) and self._version_failures < MAX_VERSION_FAILURES:
+            version = asyncio.ensure_future(self._identify(deadline))
+        try:
+            if known is None:  # what every family answers; the rest once version tells
+                first = ["summary", "pools"]
+            else:
+                first = ["summary", *known.commands]
+                if identify:
+                    first += known.identity_commands
+            results = await self._ask(first, deadline)
+            identified = await version if version is not None else False
+        finally:
+            if version is not None and not version.done():
+                version.cancel()
+        summary_reply = results.pop("summary")
+        if isinstance(summary_reply, PollError):
+            raise summary_reply
+        if version is not None:  # the miner answers; does its version?
+            self._version_failures = 0 if identified else self._version_failures + 1
+        return summary_reply, results, identified
+
+    def _settle_family(self, summary_reply: Mapping[str, Any]) -> Family:
+        if self.family in (None, GENERIC) and (guess := family_of_summary(summary_reply)):
+            self.family = guess  # btminer firmwares whose version reply says nothing
+        elif self.family is None and self._version_failures >= MAX_VERSION_FAILURES:
+            log.warning("%s:%d: no version reply in %d polls; polling it as a plain cgminer",
+                        self.host, self.port, self._version_failures)
+            self.family = GENERIC
+        return self.family or GENERIC
+
+    async def _identify(self, deadline: float) -> bool:
+        """Ask ``version``: it names the family and the model. An error reply is an
+        answer too (btminer's names itself); no answer leaves the family unknown."""
+        try:
+            reply = await request(self.host, self.port, "version", self.timeout_s,
+                                  deadline=deadline, check=False)
+        except PollError as exc:
+            self._note_aux_error("version", exc.reason)
+            return False
+        self._aux_errors.pop("version", None)
+        family = family_of(reply)
+        if self.family is not None and family is not self.family:
+            log.info("%s:%d: now answers as %s (was %s)", self.host, self.port,
+                     family.name, self.family.name)
+            self._forget_firmware()
+        self.family = family
+        self._identity = family.version(reply)
+        self._identity_stale = False
+        return True
+
+    async def _ask(
+        self, commands: Sequence[str], deadline: float
+    ) -> dict[str, dict[str, Any] | PollError]:
+        """Every command's reply (or its error). Those with request options go alone (a
+        joined command carries none), beside the others."""
+        alone = [command for command in commands if command in self._options]
+        together = [command for command in commands if command not in self._options]
+        joined, *singles = await asyncio.gather(
+            self._together(together, deadline),
+            *(self._single(command, deadline) for command in alone),
+        )
+        return {**joined, **dict(zip(alone, singles, strict=True))}
+
+    async def _together(
+        self, commands: Sequence[str], deadline: float
+    ) -> dict[str, dict[str, Any] | PollError]:
+        """Joined into one command when the firmware takes that, else one per connection."""
+        if len(commands) > 1 and self.joined is not False:
+            try:
+                reply = await request(self.host, self.port, "+".join(commands),
+                                      self.timeout_s, deadline=deadline)
+                results = split_joined(reply, commands)
+            except PollError as exc:
+                if _is_transport_failure(exc):  # no answer: singles would fare no better
+                    self._joined_no_answer(exc)
+                    return dict.fromkeys(commands, exc)
+                if self.joined is None:
+                    log.info("%s:%d: joined commands refused (%s): asking one at a time",
+                             self.host, self.port, exc.reason)
+                    self.joined = False
+            else:
+                self.joined = True
+                self._joined_silences = 0
+                return results
+        replies = await asyncio.gather(
+            *(self._single(command, deadline) for command in commands)
+        )
+        return dict(zip(commands, replies, strict=True))
+
+    def _joined_no_answer(self, error: PollError) -> None:
+        # A firmware may choke on a joined command instead of refusing it (no reply at
+        # all). Until a join has worked once, a few silences in a row mean "do not join".
+        if self.joined is None and error.reason != "connection refused":
+            self._joined_silences += 1
+            if self._joined_silences >= MAX_JOINED_SILENCES:
+                log.info("%s:%d: no reply to joined commands %d times: asking one at a time",
+                         self.host, self.port, self._joined_silences)
+                self.joined = False
+
+    async def _single(self, command: str, deadline: float) -> dict[str, Any] | PollError:
+        try:
+            return await request(self.host, self.port, command, self.timeout_s,
+                                 options=self._options.get(command), deadline=deadline)
+        except PollError as exc:
+            return exc
+
+    def _consider_richer(self, family: Family, command: str, found: Details) -> None:
+        """A plain reply without sensors: try the family's richer form of the command once,
+        and keep it only if it has them."""
+        if command not in family.richer or (found.temp_c is not None or found.fan_rpm):
+            return
+        if command in self._options:  # the richer form had nothing either: back to plain
+            del self._options[command]
+        elif command not in self._richer_tried:
+            self._richer_tried.add(command)
+            self._options[command] = family.richer[command]
+            log.info("%s:%d: %s has no temperatures or fans; trying %s", self.host,
+                     self.port, command, json.dumps(family.richer[command]))
+
+    def _notice_restart(self, summary: Summary) -> None:
+        # A miner that restarted may have new firmware: ask for its identity next poll.
+        previous, self._uptime_s = self._uptime_s, summary.uptime_s
+        if previous is not None and summary.uptime_s is not None and summary.uptime_s < previous:
+            self._identity_stale = True
+            self._version_failures = 0
+            self._forget_firmware()
+
+    def _forget_firmware(self) -> None:
+        """New firmware may take joined commands and richer requests differently."""
+        self.joined = None
+        self._joined_silences = 0
+        self._options.clear()
+        self._richer_tried.clear()
 
     def _note_aux_error(self, command: str, reason: str) -> None:
         # The poll still counts (summary answered); say so once per new reason, not per poll.

@@ -7,7 +7,7 @@ import json
 import msgspec
 
 from minerwatch.collector.drivers.values import tidy
-from minerwatch.shared.schemas import MinerInfo, Sample, efficiency
+from minerwatch.shared.schemas import MinerInfo, Sample, efficiency, finite
 
 
 class PollError(Exception):
@@ -48,7 +48,7 @@ class Reading(msgspec.Struct, kw_only=True):
             hashrate_ths=self.hashrate_ths,
             expected_hashrate_ths=self.expected_hashrate_ths,
             power_w=self.power_w,
-            efficiency_jth=tidy(efficiency(self.power_w, self.hashrate_ths)),
+            efficiency_jth=tidy(finite(efficiency(self.power_w, self.hashrate_ths))),
             temp_c=self.temp_c,
             vr_temp_c=self.vr_temp_c,
             fan_rpm=list(self.fan_rpm),
