@@ -213,3 +213,11 @@ async def test_a_socket_that_goes_quiet_is_given_up() -> None:
         assert driver.http_fetches >= 3
         assert [s.state for s in sent(outbox, MinerStatus)] == ["online"]
 
+
+
+async def test_live_push_off_polls_even_new_firmware() -> None:
+    async with polled("v2.14.0", live_push=False) as (miner, poller, slot, outbox):
+        assert not isinstance(slot.driver, LiveAxeosDriver)
+        await poll(poller, slot, 4, gap_s=0.05)
+        assert miner.info_requests == 4 and miner.live_requests == 0
+        assert len(sent(outbox, Sample)) == 4

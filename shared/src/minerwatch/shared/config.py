@@ -104,6 +104,9 @@ class CollectorConfig(_Section):
     #: Messages kept while the broker is unreachable (past it the oldest samples go);
     #: unset: ten minutes of the whole fleet.
     buffer_messages: PositiveInt | None = None
+    #: Follow AxeOS v2.14+ miners over their live WebSocket instead of polling them over
+    #: HTTP. Off, every miner is polled: less CPU per miner at large fleets.
+    live_push: bool = True
     miners: list[MinerConfig] = msgspec.field(default_factory=list)
     discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
 

@@ -171,6 +171,8 @@ class Poller:
     def _make_driver(self, kind: str, host: str, port: int) -> Driver:
         keepalive_s = self.config.poll_interval_s + self.config.timeout_s
         driver = create_driver(kind, host, port, self.config.timeout_s, keepalive_s)
+        if not self.config.live_push:
+            return driver
         return with_live_push(driver, retry_s=keepalive_s)  # AxeOS v2.14+: WebSocket
 
     def add(self, kind: str, host: str, port: int, mac: str | None = None) -> MinerSlot | None:
