@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from sqlalchemy import (
@@ -33,6 +34,7 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    select,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -160,6 +162,23 @@ class Resolution:
 ROLLUPS = (Resolution("1m", 60_000, rollups_1m), Resolution("1h", 3_600_000, rollups_1h))
 
 SAMPLE_FIELDS = tuple(c.name for c in samples.columns if c.name not in ("miner_id", "ts_ms"))
+
+
+def miner_ids_cte(table: Table, name: str = "miner_ids") -> Any:
+    """Every miner id in ``table`` as a recursive CTE doing a loose index scan: one primary
+    key seek per miner instead of reading all of its rows (SQLite and PostgreSQL alike).
+    The CTE's last row is NULL (the walk's end); filter it out where it matters."""
+    inner = table.alias(f"{name}_inner")
+    first = select(table.c.miner_id).order_by(table.c.miner_id).limit(1)
+    ids = select(first.subquery().c.miner_id).cte(name, recursive=True)
+    following = (
+        select(inner.c.miner_id)
+        .where(inner.c.miner_id > ids.c.miner_id)
+        .order_by(inner.c.miner_id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return ids.union_all(select(following).where(ids.c.miner_id.is_not(None)))
 
 
 def ts_to_ms(ts: str) -> int:

@@ -32,6 +32,7 @@ from minerwatch.shared.db import (
     SAMPLE_FIELDS,
     Resolution,
     alert_events,
+    miner_ids_cte,
     miners,
     ms_to_datetime,
     rollups_1h,
@@ -277,17 +278,8 @@ def latest_samples_query() -> Select[Any]:
     index scan: one seek per miner instead of reading all history), then each miner's
     newest row is one more index seek.
     """
+    ids = miner_ids_cte(samples)
     inner = samples.alias("inner_samples")
-    first = select(samples.c.miner_id).order_by(samples.c.miner_id).limit(1)
-    ids = select(first.subquery().c.miner_id).cte("miner_ids", recursive=True)
-    following = (
-        select(inner.c.miner_id)
-        .where(inner.c.miner_id > ids.c.miner_id)
-        .order_by(inner.c.miner_id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    ids = ids.union_all(select(following).where(ids.c.miner_id.is_not(None)))
     newest = (
         select(func.max(inner.c.ts_ms))
         .where(inner.c.miner_id == ids.c.miner_id)

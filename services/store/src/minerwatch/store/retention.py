@@ -71,17 +71,7 @@ class Horizon:
 def miner_ids_query(table: Table) -> Select[Any]:
     """Every miner id in ``table``, by a loose index scan: one primary key seek per miner
     instead of reading all of its rows."""
-    inner = table.alias("inner_rows")
-    first = select(table.c.miner_id).order_by(table.c.miner_id).limit(1)
-    ids = select(first.subquery().c.miner_id).cte("retention_ids", recursive=True)
-    following = (
-        select(inner.c.miner_id)
-        .where(inner.c.miner_id > ids.c.miner_id)
-        .order_by(inner.c.miner_id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    ids = ids.union_all(select(following).where(ids.c.miner_id.is_not(None)))
+    ids = db.miner_ids_cte(table, "retention_ids")
     return select(ids.c.miner_id).where(ids.c.miner_id.is_not(None))
 
 
