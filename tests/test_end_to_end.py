@@ -174,8 +174,12 @@ async def test_api_serves_the_fleet_and_its_history(stack: Stack) -> None:
         assert axeos["info"]["mac"] and axeos["info"]["make"]
 
         some_id = axeos["miner_id"]
-        history = (await client.get(f"/api/miners/{some_id}/samples")).json()
-        assert len(history) >= 2
+        async def two_polls_stored() -> list[dict[str, Any]]:
+            history = (await client.get(f"/api/miners/{some_id}/samples")).json()
+            assert len(history) >= 2
+            return history
+
+        history = await eventually(two_polls_stored)
         stamps = [parse_ts(s["ts"]) for s in history]
         assert stamps == sorted(stamps)
         since = history[-2]["ts"].replace("Z", "+00:00")
