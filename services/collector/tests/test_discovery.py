@@ -21,10 +21,10 @@ from minerwatch.collector.discovery import (
     Found,
     MdnsBrowser,
     discover,
-    drivers_for,
     scan,
     scan_hosts,
 )
+from minerwatch.collector.drivers import fitting
 from minerwatch.collector.poller import Poller
 from minerwatch.collector.publisher import Outbox
 from minerwatch.collector.service import serve
@@ -91,8 +91,8 @@ def test_scan_hosts_stay_inside_the_ranges() -> None:
     assert len(list(scan_hosts(["10.7.0.0/16"]))) == 65534  # enumerated, not probed
     with pytest.raises(ValueError, match="larger than a /16"):
         list(scan_hosts(["127.77.0.0/28", "127.0.0.0/8"]))
-    assert drivers_for(80) == ["axeos"] and drivers_for(4028) == ["cgminer"]
-    assert drivers_for(8080) == ["axeos", "cgminer"]
+    assert fitting(80) == ["axeos"] and fitting(4028) == ["cgminer"]
+    assert fitting(8080) == ["axeos", "cgminer"]
 
 
 # --- scanning -------------------------------------------------------------------------

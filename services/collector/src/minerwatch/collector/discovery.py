@@ -28,8 +28,8 @@ import msgspec
 from zeroconf import InterfaceChoice, InterfacesType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from minerwatch.collector.drivers import PollError, Reading, create_driver
-from minerwatch.shared.config import DEFAULT_PORTS, DRIVERS, DiscoveryConfig, scan_network
+from minerwatch.collector.drivers import PollError, Reading, first_reading, fitting
+from minerwatch.shared.config import DRIVERS, DiscoveryConfig, scan_network
 
 if TYPE_CHECKING:
     from minerwatch.collector.poller import Poller
@@ -85,12 +85,6 @@ def count_hosts(cidrs: Iterable[str]) -> int:
     return sum(1 for _ in scan_hosts(cidrs))
 
 
-def drivers_for(port: int) -> list[str]:
-    """Which drivers may answer on ``port``: the one it is the default port of, else all."""
-    fitting = [kind for kind in DRIVERS if DEFAULT_PORTS[kind] == port]
-    return fitting or list(DRIVERS)
-
-
 # --- probing --------------------------------------------------------------------------
 
 
@@ -109,27 +103,13 @@ async def port_open(host: str, port: int, timeout_s: float) -> bool:
 async def identify(host: str, port: int, timeout_s: float) -> Found | None:
     """The miner listening at host:port, asked by each fitting driver at once; None when
     no driver gets a miner's answer."""
-    kinds = drivers_for(port)
-    drivers = [create_driver(kind, host, port, timeout_s) for kind in kinds]
-    tasks = {asyncio.ensure_future(driver.fetch()): kind for driver, kind in
-             zip(drivers, kinds, strict=True)}
     try:
-        pending = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is None:
-                    return Found.of(host, port, tasks[task], task.result())
-                error = task.exception()
-                reason = error.reason if isinstance(error, PollError) else repr(error)
-                log.debug("%s:%d is not %s: %s", host, port, tasks[task], reason)
+        kind, _, reading = await first_reading(
+            host, [(kind, port) for kind in fitting(port)], timeout_s)
+    except PollError as exc:
+        log.debug("%s:%d is no miner: %s", host, port, exc.reason)
         return None
-    finally:
-        for task in tasks:
-            task.cancel()
-        for driver in drivers:
-            with contextlib.suppress(Exception):
-                await driver.aclose()
+    return Found.of(host, port, kind, reading)
 
 
 @dataclass(slots=True)
