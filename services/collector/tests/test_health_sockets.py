@@ -84,7 +84,8 @@ async def test_offline_after_three_failed_polls_with_the_reason(
     assert offline.state == "offline" and offline.failures == 3
     assert offline.reason is not None and offline.reason.startswith(reason)
     assert offline.last_seen == online.since  # the last good poll
-    assert offline.since > online.since  # the first failure of the streak
+    # Polls take under a millisecond here: the two may share a timestamp, never go back.
+    assert offline.since >= online.since  # the first failure of the streak
     assert (back.state, back.reason, back.failures) == ("online", None, 0)
     assert len(sent(outbox, Sample)) == samples + 1  # at the very first good poll
 

@@ -11,9 +11,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from minerwatch.collector.publisher import Outbox, Outgoing, Publisher, PublishingLink
+from minerwatch.collector.publisher import Outbox, Outgoing, Publisher
 from minerwatch.shared import schemas
 from minerwatch.shared.config import MqttConfig
+from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.schemas import Sample
 
 
@@ -118,7 +119,8 @@ async def test_publishes_are_pipelined_in_order_retained(broker: Any, base_topic
     publisher = Publisher(outbox, base_topic, max_inflight=32)
     topic = f"{base_topic}/miners/rig-1/sample"
     subscriber = await Subscriber(broker.host, broker.port, f"{base_topic}/#").start()
-    link = PublishingLink(MqttConfig(url=broker.url, base_topic=base_topic), "collector")
+    config = MqttConfig(url=broker.url, base_topic=base_topic)
+    link = MqttLink(config, "collector", max_inflight=0)
     try:
         for n in range(300):
             outbox.put(Outgoing.of("rig-1", sample(n)))
@@ -162,7 +164,7 @@ async def test_messages_wait_while_the_broker_is_down_then_go_out_in_order(
 
     config = MqttConfig(url=own_broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                         reconnect_max_s=0.3)
-    link = PublishingLink(config, "collector")
+    link = MqttLink(config, "collector", max_inflight=0)
     async with running(link.run(session)):
         subscriber = await Subscriber(own_broker.host, own_broker.port, topic).start()
         for n in range(5):
@@ -199,7 +201,8 @@ async def test_empty_payload_clears_a_retained_message(broker: Any, base_topic: 
     outbox = Outbox()
     publisher = Publisher(outbox, base_topic)
     status_topic = f"{base_topic}/miners/old-id/status"
-    link = PublishingLink(MqttConfig(url=broker.url, base_topic=base_topic), "collector")
+    config = MqttConfig(url=broker.url, base_topic=base_topic)
+    link = MqttLink(config, "collector", max_inflight=0)
     subscriber = await Subscriber(broker.host, broker.port, status_topic).start()
     async with running(link.run(publisher.session)):
         outbox.put(Outgoing.of("old-id", schemas.MinerStatus(

@@ -14,10 +14,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from minerwatch.collector.publisher import Outbox, Outgoing, Publisher, PublishingLink
+from minerwatch.collector.publisher import Outbox, Outgoing, Publisher
 from minerwatch.collector.service import Collector
 from minerwatch.shared import schemas
 from minerwatch.shared.config import CollectorConfig, Config, MinerConfig, MqttConfig
+from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.schemas import Sample, parse_ts
 
 GAMMA = "bitaxe_gamma_v2.11.0_system_info.json"
@@ -99,9 +100,10 @@ class HeldSessions:
         await self.inner(client)
 
 
-def link(broker: Any, base_topic: str) -> PublishingLink:
-    return PublishingLink(MqttConfig(url=broker.url, base_topic=base_topic,
-                                     reconnect_min_s=0.1, reconnect_max_s=0.3), "collector")
+def link(broker: Any, base_topic: str) -> MqttLink:
+    config = MqttConfig(url=broker.url, base_topic=base_topic, reconnect_min_s=0.1,
+                        reconnect_max_s=0.3)
+    return MqttLink(config, "collector", max_inflight=0)
 
 
 async def test_a_full_buffer_keeps_the_newest_and_says_what_it_dropped(

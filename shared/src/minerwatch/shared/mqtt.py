@@ -82,6 +82,7 @@ class MqttLink:
         persistent_session: bool = False,
         manual_ack: bool = False,
         receive_maximum: int | None = None,
+        max_inflight: int | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -91,6 +92,9 @@ class MqttLink:
         self.persistent_session = persistent_session
         self.manual_ack = manual_ack
         self.receive_maximum = receive_maximum
+        #: paho's own cap on unacknowledged outgoing QoS 1 messages (default 20; 0: none),
+        #: for publishers that keep a cheaper bound of their own.
+        self.max_inflight = max_inflight
         self.status_topic = service_status_topic(self.base, service)
         self.connected = False
 
@@ -114,6 +118,7 @@ class MqttLink:
             timeout=10,
             will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
             tls_context=ssl.create_default_context() if self.address.tls else None,
+            max_inflight_messages=self.max_inflight,
         )
         if self.manual_ack:
             # aiomqtt 2.x has no option for it yet (aiomqtt issue #345); paho-mqtt 2.x does.

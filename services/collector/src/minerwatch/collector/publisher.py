@@ -16,7 +16,7 @@ The session publishes through the paho client under aiomqtt (``client._client``,
 2.x) rather than ``await client.publish`` per message: aiomqtt gives each publish its own
 future, timeout and wake-up, which cost about four times the publish itself at fleet
 rates. Paho writes and acknowledges in order on its own; we only watch the
-acknowledgements arrive. Paho's own in-flight limit is switched off (``PublishingLink``):
+acknowledgements arrive. Paho's own in-flight limit is off (``MqttLink(max_inflight=0)``):
 it re-scans every unacknowledged message at each acknowledgement, and lets only that many
 out per turn of a busy event loop; the session's ``max_inflight`` bounds them instead.
 """
@@ -35,7 +35,6 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from minerwatch.shared import schemas, topics
-from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.schemas import MinerInfo, MinerStatus, Sample
 
 log = logging.getLogger("minerwatch.collector.publisher")
@@ -172,16 +171,6 @@ class Outbox:
 
 
 OnPublish = Callable[..., None]
-
-
-class PublishingLink(MqttLink):
-    """The MQTT link with paho's in-flight limit off (set before connecting, as paho
-    requires): ``Publisher`` keeps its own, cheaper bound."""
-
-    def _client(self) -> aiomqtt.Client:
-        client = super()._client()
-        client._client.max_inflight_messages = 0
-        return client
 
 
 def _acknowledged(info: paho.MQTTMessageInfo) -> bool:

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 
 from minerwatch.collector.discovery import discover
 from minerwatch.collector.poller import Poller
-from minerwatch.collector.publisher import Outbox, Publisher, PublishingLink
+from minerwatch.collector.publisher import Outbox, Publisher
 from minerwatch.shared.config import Config
+from minerwatch.shared.mqtt import MqttLink
 
 log = logging.getLogger("minerwatch.collector")
 
@@ -60,7 +61,8 @@ class Collector:
         self.outbox = outbox if outbox is not None else Outbox()
         self.poller = Poller(config.collector, self.outbox)  # sizes the outbox
         self.publisher = Publisher(self.outbox, config.mqtt.base_topic)
-        self.link = PublishingLink(config.mqtt, "collector")
+        # The publisher bounds what is in flight itself; paho's limit would only slow it.
+        self.link = MqttLink(config.mqtt, "collector", max_inflight=0)
 
     async def run(self) -> None:
         """Run until cancelled (SIGTERM/SIGINT through ``run_service``)."""
