@@ -159,27 +159,32 @@ async def _serve_cgminer(miner: CgminerMiner, reader: asyncio.StreamReader,
         writer.close()
 
 
+async def _listen(miner: Any, serve: Callable[..., Awaitable[None]]) -> Any:
+    """Start ``miner``'s server on a free loopback port; each connection runs ``serve``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        miner.handlers.add(task)
+        try:
+            await serve(miner, reader, writer)
+        except asyncio.CancelledError:
+            pass  # torn down: ending quietly keeps asyncio from logging the handler
+        finally:
+            miner.handlers.discard(task)
+
+    miner.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    miner.port = miner.server.sockets[0].getsockname()[1]
+    return miner
+
+
 @pytest.fixture
 async def http_miner() -> AsyncIterator[Callable[..., Awaitable[HttpMiner]]]:
     started: list[HttpMiner] = []
 
     async def start(body: bytes = b"{}", status: int = 200, mode: str = "normal") -> HttpMiner:
         miner = HttpMiner(body=body, status=status, mode=mode)
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            miner.handlers.add(task)
-            try:
-                await _serve_http(miner, reader, writer)
-            except asyncio.CancelledError:
-                pass  # torn down: ending quietly keeps asyncio from logging the handler
-            finally:
-                miner.handlers.discard(task)
-
-        miner.server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        miner.port = miner.server.sockets[0].getsockname()[1]
-        started.append(miner)
+        started.append(await _listen(miner, _serve_http))
         return miner
 
     yield start
@@ -194,21 +199,7 @@ async def cgminer_miner() -> AsyncIterator[Callable[..., Awaitable[CgminerMiner]
     async def start(replies: dict[str, bytes] | None = None, mode: str = "normal",
                     joins: bool = False) -> CgminerMiner:
         miner = CgminerMiner(replies=dict(replies or {}), mode=mode, joins=joins)
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            miner.handlers.add(task)
-            try:
-                await _serve_cgminer(miner, reader, writer)
-            except asyncio.CancelledError:
-                pass  # torn down: ending quietly keeps asyncio from logging the handler
-            finally:
-                miner.handlers.discard(task)
-
-        miner.server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        miner.port = miner.server.sockets[0].getsockname()[1]
-        started.append(miner)
+        started.append(await _listen(miner, _serve_cgminer))
         return miner
 
     yield start
