@@ -29,22 +29,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import json
 import logging
 import os
 import resource
-import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from broker import private_broker
 
 SIZES = (1000, 5000, 10000)
 INTERVAL_S = 10.0
@@ -401,12 +400,6 @@ async def run_client(args: argparse.Namespace) -> None:
 # --- the parent: fleet, broker, clients, report ---------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def can_bind_port_80() -> bool:
     with socket.socket() as sock:
         try:
@@ -416,32 +409,6 @@ def can_bind_port_80() -> bool:
         except OSError:
             return True  # in use: not a permission problem
     return True
-
-
-@contextlib.contextmanager
-def broker(workdir: Path) -> Any:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        sys.exit("bench/collector.py: mosquitto is not installed (make setup installs it)")
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"log_dest stderr\nlog_type error\nuser {getpass.getuser()}\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def child(*args: str, commands: bool = False) -> asyncio.subprocess.Process:
@@ -694,7 +661,8 @@ async def main(sizes: list[int]) -> None:
         print(f"cannot bind port {PORT} on loopback: collector only, on port {port}")
     results: Results = {}
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp, broker(Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, private_broker(Path(tmp)) as broker_port:
+        url = f"mqtt://127.0.0.1:{broker_port}"
         for miners in sizes:
             started = time.monotonic()
             async with fleet(miners, port) as pids:

@@ -33,14 +33,10 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import getpass
 import logging
 import os
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from broker import private_broker
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy import func, select, text
@@ -71,39 +68,6 @@ CHART_DAYS = 30
 BASE = "benchstore"
 STORE_BIN = Path(sys.executable).parent / "minerwatch-store"
 T0_MS = 1795341600000  # 2026-11-22T10:00:00.000Z
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def private_broker(workdir: Path) -> Any:
-    """mosquitto on a free loopback port, queueing without limit for offline sessions."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_queued_bytes 0\nlog_dest stderr\nlog_type error\n"
-        f"user {getpass.getuser()}\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def ts_text(ms: int) -> str:
@@ -409,7 +373,8 @@ async def main() -> None:
     logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt counts pending publishes
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         workdir = Path(tmp)
-        with private_broker(workdir) as port:
+        # Queue without limit for the consumer's offline persistent session.
+        with private_broker(workdir, "max_queued_messages 0\nmax_queued_bytes 0\n") as port:
             rates = await ingest(port, workdir)
         query = await queries(workdir)
     markdown = report(rates, query)
