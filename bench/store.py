@@ -67,7 +67,9 @@ QUERY_RUNS = 20
 CHART_DAYS = 30
 BASE = "benchstore"
 STORE_BIN = Path(sys.executable).parent / "minerwatch-store"
-T0_MS = 1795341600000  # 2026-11-22T10:00:00.000Z
+# The streams start a day ago, on a whole hour: inside the store's default raw retention
+# (which refuses older samples) on whatever day the benchmark runs.
+T0_MS = (int(time.time()) // 3600 - 24) * 3_600_000
 
 
 def ts_text(ms: int) -> str:

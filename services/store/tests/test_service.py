@@ -24,9 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
 from minerwatch.shared.config import Config, DatabaseConfig, MqttConfig, StoreConfig
-from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.schemas import encode
-from minerwatch.store.__main__ import mqtt_session, serve
+from minerwatch.store.__main__ import mqtt_session, serve, store_link
 from minerwatch.store.ingest import Rejects, Writer
 
 STORE_BIN = Path(sys.executable).parent / "minerwatch-store"
@@ -219,7 +218,7 @@ async def test_pending_rows_are_flushed_when_the_session_is_cancelled(
     try:
         async with writer:
             session = mqtt_session(base_topic, writer, Rejects())
-            link = asyncio.create_task(MqttLink(config.mqtt, "store").run(session))
+            link = asyncio.create_task(store_link(config).run(session))
             async with publisher(broker) as client:
                 await client.publish(f"{base_topic}/miners/rig-1/info", encode(make.info()),
                                      qos=1, retain=True)

@@ -6,10 +6,12 @@ goes away, reconnects with exponential backoff and jitter and calls ``session`` 
 Cancelling the task (SIGTERM/SIGINT through ``service.run_service``) publishes ``offline``
 before a clean disconnect, since a broker sends the Last Will only on an unclean one.
 
-A service that must not lose messages (the store) asks for a persistent session, a fixed
-client id, manual acknowledgement and a receive maximum: the broker then keeps what is
-not acknowledged, redelivers it after a crash, and sends no more than ``receive_maximum``
-unacknowledged QoS 1 messages at a time (MQTT v5 flow control).
+A service that must not lose messages (the store) runs a ``PersistentLink``: a fixed client
+id, a session the broker keeps, acknowledgement by the service once a message is safe
+and a receive maximum. The broker then keeps what is not acknowledged, redelivers it after
+a crash, and sends no more than ``receive_maximum`` unacknowledged QoS 1 messages at a
+time (MQTT v5 flow control). That link runs on ``mqtt_client.Client``, which is built
+for this; every other link on aiomqtt.
 """
 
 from __future__ import annotations
@@ -19,21 +21,25 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from minerwatch.shared import mqtt_client
 from minerwatch.shared.config import MqttConfig, parse_mqtt_url
 from minerwatch.shared.topics import service_status_topic
 
 log = logging.getLogger("minerwatch.mqtt")
 
 Session = Callable[[aiomqtt.Client], Awaitable[None]]
+#: What a ``PersistentLink`` runs on each connection.
+AckingSession = Callable[[mqtt_client.Client], Awaitable[None]]
+#: Either client: both publish with ``publish(topic, payload, qos=, retain=)``.
+AnyClient = aiomqtt.Client | mqtt_client.Client
 
 
 async def publish(
-    client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True
+    client: AnyClient, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True
 ) -> None:
     """``client.publish`` that never swallows a cancellation.
 
@@ -44,16 +50,6 @@ async def publish(
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    """Acknowledge a message received on a ``manual_ack`` link, once it is safe.
-
-    Only the connection that received a message can acknowledge it: after a reconnect the
-    old client is closed and this does nothing, and the broker redelivers the message.
-    """
-    if message.qos > 0:
-        client._client.ack(message.mid, message.qos)
 
 
 def backoff_delays(first: float, limit: float) -> Callable[[], float]:
@@ -79,9 +75,6 @@ class MqttLink:
         service: str,
         *,
         client_id: str | None = None,
-        persistent_session: bool = False,
-        manual_ack: bool = False,
-        receive_maximum: int | None = None,
         max_inflight: int | None = None,
     ) -> None:
         self.config = config
@@ -89,44 +82,33 @@ class MqttLink:
         self.base = config.base_topic
         self.address = parse_mqtt_url(config.url)
         self.client_id = client_id
-        self.persistent_session = persistent_session
-        self.manual_ack = manual_ack
-        self.receive_maximum = receive_maximum
         #: paho's own cap on unacknowledged outgoing QoS 1 messages (default 20; 0: none),
         #: for publishers that keep a cheaper bound of their own.
         self.max_inflight = max_inflight
         self.status_topic = service_status_topic(self.base, service)
         self.connected = False
 
-    def _client(self) -> aiomqtt.Client:
-        properties = Properties(PacketTypes.CONNECT)
-        if self.persistent_session:
-            # MQTT v5: keep the session (subscriptions, queued QoS 1 messages) for a day.
-            properties.SessionExpiryInterval = 86400
-        if self.receive_maximum is not None:
-            properties.ReceiveMaximum = self.receive_maximum
-        client = aiomqtt.Client(
+    def _tls(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context() if self.address.tls else None
+
+    def _client(self) -> Any:
+        """A new, unconnected client, used as ``async with``."""
+        return aiomqtt.Client(
             self.address.host,
             self.address.port,
             username=self.address.username,
             password=self.address.password,
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=not self.persistent_session,
-            properties=None if properties.isEmpty() else properties,
+            clean_start=True,
             keepalive=self.config.keepalive_s,
             timeout=10,
             will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
-            tls_context=ssl.create_default_context() if self.address.tls else None,
+            tls_context=self._tls(),
             max_inflight_messages=self.max_inflight,
         )
-        if self.manual_ack:
-            # aiomqtt 2.x has no option for it yet (aiomqtt issue #345); paho-mqtt 2.x does.
-            # Set before connecting: a resumed session's messages follow the CONNACK at once.
-            client._client.manual_ack_set(True)
-        return client
 
-    async def run(self, session: Session) -> None:
+    async def run(self, session: Callable[[Any], Awaitable[None]]) -> None:
         """Keep a session running until it returns or the task is cancelled."""
         next_delay = backoff_delays(self.config.reconnect_min_s, self.config.reconnect_max_s)
         where = f"{self.address.host}:{self.address.port}"
@@ -145,7 +127,7 @@ class MqttLink:
                     except asyncio.CancelledError:
                         await self._say_offline(client)
                         raise
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, mqtt_client.MqttError) as exc:
                 delay = next_delay()
                 log.warning("%s: broker %s unavailable (%s); retrying in %.1f s",
                             self.service, where, exc, delay)
@@ -153,9 +135,40 @@ class MqttLink:
                 self.connected = False
             await asyncio.sleep(delay)
 
-    async def _say_offline(self, client: aiomqtt.Client) -> None:
+    async def _say_offline(self, client: AnyClient) -> None:
         try:
             async with asyncio.timeout(2):
                 await client.publish(self.status_topic, b"offline", qos=1, retain=True)
-        except (aiomqtt.MqttError, TimeoutError):
+        except (aiomqtt.MqttError, mqtt_client.MqttError, TimeoutError):
             pass  # the broker will publish the Last Will instead
+
+
+class PersistentLink(MqttLink):
+    """The link of a subscriber that must not lose a message.
+
+    A fixed client id and a session the broker keeps for ``session_expiry_s`` while the
+    service is away; the session acknowledges each QoS 1 message itself, with
+    ``client.ack(message)``, once it is safe; and the broker never has more than
+    ``receive_maximum`` unacknowledged messages out to it.
+    """
+
+    def __init__(self, config: MqttConfig, service: str, *, client_id: str,
+                 receive_maximum: int, session_expiry_s: int = 86400) -> None:
+        super().__init__(config, service, client_id=client_id)
+        self.receive_maximum = receive_maximum
+        self.session_expiry_s = session_expiry_s
+
+    def _client(self) -> mqtt_client.Client:
+        return mqtt_client.Client(
+            self.address.host,
+            self.address.port,
+            client_id=self.client_id,
+            username=self.address.username,
+            password=self.address.password,
+            tls_context=self._tls(),
+            keepalive_s=self.config.keepalive_s,
+            clean_start=False,
+            session_expiry_s=self.session_expiry_s,
+            receive_maximum=self.receive_maximum,
+            will=mqtt_client.Will(self.status_topic, b"offline", qos=1, retain=True),
+        )

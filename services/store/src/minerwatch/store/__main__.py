@@ -21,14 +21,13 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-import aiomqtt
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
 from minerwatch.shared.config import Config, ConfigError
-from minerwatch.shared.mqtt import MqttLink, Session, ack, backoff_delays
+from minerwatch.shared.mqtt import AckingSession, PersistentLink, backoff_delays
+from minerwatch.shared.mqtt_client import Client, Message, Subscription
 from minerwatch.shared.service import run_service
 from minerwatch.store.ingest import (
     BadMessage,
@@ -83,7 +82,12 @@ async def prepare_schema(engine: AsyncEngine, retry_min_s: float = 0.5,
             await asyncio.sleep(delay)
 
 
-Acknowledge = Callable[[aiomqtt.Client, aiomqtt.Message], None]
+Acknowledge = Callable[[Client, Message], None]
+
+
+def ack(client: Client, message: Message) -> None:
+    client.ack(message)
+
 
 #: How long a session that is being stopped waits for its last rows to be committed.
 SETTLE_S = 5.0
@@ -109,27 +113,23 @@ def mqtt_session(
     group: str | None = None,
     horizon: Horizon | None = None,
     acknowledge: Acknowledge = ack,
-) -> Session:
+) -> AckingSession:
     """What runs on each broker connection: subscribe (QoS 1), route every message, and
     hand it to the writer with its acknowledgement.
 
     Every message is acknowledged after the rows received before it are committed, bad
     ones included (they are counted and logged, and a redelivery would not fix them).
     """
-    # Retained messages only when the subscription is new: a resumed session has them.
-    options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-
-    async def session(client: aiomqtt.Client) -> None:
+    async def session(client: Client) -> None:
         if group is not None:
             # a session that used to subscribe without the group would get everything twice
             await client.unsubscribe(subscriptions(base))
-        await client.subscribe([(topic, options) for topic in topic_filters(base, group)])
+        # Retained messages only when the subscription is new: a resumed session has them.
+        await client.subscribe([Subscription(topic, qos=1, retain_handling=1)
+                                for topic in topic_filters(base, group)])
         try:
             async for message in client.messages:
-                payload = message.payload
-                if not isinstance(payload, bytes | bytearray | str):
-                    payload = b""  # paho only hands out bytes; anything else is not ours
-                topic = message.topic.value
+                payload, topic = message.payload, message.topic
                 try:
                     row = route(base, topic, payload)
                     if (isinstance(row, SampleRow) and horizon is not None
@@ -149,17 +149,11 @@ def mqtt_session(
     return session
 
 
-def store_link(config: Config) -> MqttLink:
-    """The store's broker connection: fixed client id, persistent session, manual
-    acknowledgement and a bounded receive window."""
-    return MqttLink(
-        config.mqtt,
-        "store",
-        client_id=config.store.client_id,
-        persistent_session=True,
-        manual_ack=True,
-        receive_maximum=receive_window(config.store.batch_size),
-    )
+def store_link(config: Config) -> PersistentLink:
+    """The store's broker connection: fixed client id, persistent session, acknowledgement
+    after commit and a bounded receive window."""
+    return PersistentLink(config.mqtt, "store", client_id=config.store.client_id,
+                          receive_maximum=receive_window(config.store.batch_size))
 
 
 async def serve(config: Config) -> None:
