@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
 from minerwatch.shared.config import Config, MqttConfig, StoreConfig
+from minerwatch.shared.mqtt import MAX_PACKET_SIZE
 from minerwatch.shared.schemas import encode
 from minerwatch.store.__main__ import mqtt_session, receive_window, store_link
 from minerwatch.store.ingest import Rejects, Writer
@@ -214,6 +215,28 @@ async def test_a_shared_subscription_group_splits_the_work_without_doubling_a_sa
     keys = await sample_keys(engine)
     assert [k for k in keys if k[0] != "probe"] == sorted(key for *_, key in samples)
     assert await rollup_totals(engine) == [len(keys)] * 2
+
+
+async def test_an_oversized_message_never_reaches_the_store_and_the_stream_goes_on(
+    sqlite_engine: AsyncEngine, broker: Any, base_topic: str, make: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = store_config(broker, base_topic, base_topic, batch_size=10,
+                          batch_interval_s=0.02)
+    good = stream(make, miners=1, per_miner=3)
+    async with publisher(broker) as client, running_store(sqlite_engine, config) as writer:
+        await subscribed(client, writer, base_topic, make)
+        await client.publish(f"{base_topic}/miners/rig-0/sample", good[0][1], qos=1)
+        # the broker drops it for the store (its maximum packet size), acknowledging it
+        await client.publish(f"{base_topic}/miners/rig-0/sample",
+                             b"[" + b"1," * (MAX_PACKET_SIZE) + b"1]", qos=1)
+        for _miner, payload, _key in good[1:]:
+            await client.publish(f"{base_topic}/miners/rig-0/sample", payload, qos=1)
+        await wait_until(lambda: writer.new_samples == len(good))
+        assert writer.written == len(good) + 1  # the probe info and the samples, no more
+    assert await sample_keys(sqlite_engine) == [key for *_, key in good]
+    # had it been delivered, the store would have refused it as a bad sample
+    assert not [r for r in caplog.records if "bad sample" in r.getMessage()]
 
 
 async def test_samples_older_than_the_raw_retention_are_refused_and_acknowledged(

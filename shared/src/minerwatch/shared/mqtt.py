@@ -143,6 +143,11 @@ class MqttLink:
             pass  # the broker will publish the Last Will instead
 
 
+#: The largest message a ``PersistentLink`` takes; the broker drops larger ones for it.
+#: Every payload of ours is a few KB at most.
+MAX_PACKET_SIZE = 1 << 20
+
+
 class PersistentLink(MqttLink):
     """The link of a subscriber that must not lose a message.
 
@@ -171,4 +176,5 @@ class PersistentLink(MqttLink):
             session_expiry_s=self.session_expiry_s,
             receive_maximum=self.receive_maximum,
             will=mqtt_client.Will(self.status_topic, b"offline", qos=1, retain=True),
+            max_packet_size=MAX_PACKET_SIZE,
         )

@@ -57,6 +57,7 @@ class Client(asyncio.Protocol):
         session_expiry_s: int = 0,
         receive_maximum: int | None = None,
         will: Will | None = None,
+        max_packet_size: int | None = None,
         timeout_s: float = 10.0,
     ) -> None:
         self.host = host
@@ -70,6 +71,9 @@ class Client(asyncio.Protocol):
         self.session_expiry_s = session_expiry_s
         self.receive_maximum = receive_maximum
         self.will = will
+        #: Announced to the broker, which then drops larger messages instead of sending
+        #: them (MQTT 5.0 section 3.1.2.11.4): an oversized payload never reaches memory.
+        self.max_packet_size = max_packet_size
         self.timeout_s = timeout_s
         #: Whether the broker still had this client's session (its subscriptions and
         #: unacknowledged messages) when it connected.
@@ -104,6 +108,8 @@ class Client(asyncio.Protocol):
                     properties["session_expiry_interval"] = self.session_expiry_s
                 if self.receive_maximum is not None:
                     properties["receive_maximum"] = self.receive_maximum
+                if self.max_packet_size is not None:
+                    properties["maximum_packet_size"] = self.max_packet_size
                 self._write(packets.connect(
                     self.client_id, keepalive_s=self.keepalive_s,
                     clean_start=self.clean_start, username=self.username,
@@ -270,7 +276,8 @@ class Client(asyncio.Protocol):
         pos = 0
         received = False
         try:
-            while (found := packets.split_packet(buffer, pos)) is not None:
+            limit = self.max_packet_size
+            while (found := packets.split_packet(buffer, pos, limit)) is not None:
                 first_byte, start, end = found
                 body = bytes(buffer[start:end])
                 pos = end

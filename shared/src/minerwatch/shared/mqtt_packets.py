@@ -322,9 +322,10 @@ def disconnect(reason: int = 0) -> bytes:
 # --- what a client receives ----------------------------------------------------------
 
 
-def split_packet(buffer: bytes | bytearray, pos: int = 0) -> tuple[int, int, int] | None:
+def split_packet(buffer: bytes | bytearray, pos: int = 0,
+                 max_size: int | None = None) -> tuple[int, int, int] | None:
     """(first byte, body start, body end) of the packet at ``pos``, or None while the
-    buffer does not hold all of it yet."""
+    buffer does not hold all of it yet; MalformedPacket for one over ``max_size`` bytes."""
     if len(buffer) - pos < 2:
         return None
     found = read_varint(buffer, pos + 1)
@@ -332,6 +333,8 @@ def split_packet(buffer: bytes | bytearray, pos: int = 0) -> tuple[int, int, int
         return None
     length, start = found
     end = start + length
+    if max_size is not None and end - pos > max_size:
+        raise MalformedPacket(f"a packet of {end - pos} bytes, over the maximum of {max_size}")
     if end > len(buffer):
         return None
     return buffer[pos], start, end

@@ -180,9 +180,9 @@ async def serve(config: Config) -> None:
 
 
 def main() -> None:
-    # Every message leaves many short-lived objects behind (paho's MQTT v5 properties, the
-    # row, its acknowledgement): collecting the young generation every 700 allocations,
-    # over everything the imports created, cost more than a third of the ingest rate.
+    # Every message leaves short-lived objects behind (the message, its row, the rollup
+    # buckets, its acknowledgement): collecting the young generation every 700
+    # allocations, over everything the imports created, cost a large share of the rate.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     run_service("store", serve)
