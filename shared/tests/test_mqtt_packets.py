@@ -107,6 +107,18 @@ def test_split_packet_walks_packets_back_to_back() -> None:
     assert p.split_packet(stream, pos) is None
 
 
+def test_split_packet_refuses_a_packet_over_the_maximum_size() -> None:
+    packet = p.publish("t", b"x" * 300, qos=1, packet_id=1)  # 309 bytes with its header
+    assert len(packet) == 309
+    assert p.split_packet(packet, 0, 309) == (packet[0], 3, 309)
+    assert p.split_packet(packet[:100], 0, 309) is None
+    # Refused as soon as the length is known, before the body is buffered.
+    with pytest.raises(MalformedPacket, match="309 bytes, over the maximum of 308"):
+        p.split_packet(packet[:3], 0, 308)
+    with pytest.raises(MalformedPacket, match="over the maximum"):
+        p.split_packet(b"\xd0\x00" + packet, 2, 308)
+
+
 def test_split_packet_refuses_a_five_byte_length() -> None:
     with pytest.raises(MalformedPacket):
         p.split_packet(b"\x30\xff\xff\xff\xff\x7f")

@@ -33,6 +33,10 @@ from minerwatch.shared.mqtt_packets import Message, Subscription, Will
 __all__ = ["Client", "Message", "MqttError", "Subscription", "Will"]
 
 
+#: How long ``disconnect`` waits for the broker to close the connection.
+DISCONNECT_WAIT_S = 1.0
+
+
 class MqttError(Exception):
     """The connection failed or was refused; the text is one line."""
 
@@ -91,6 +95,7 @@ class Client(asyncio.Protocol):
         self._write_scheduled = False
         self._last_heard = 0.0
         self._error: MqttError | None = None
+        self._gone = asyncio.Event()  # the connection is closed
         self._pinger: asyncio.Task[None] | None = None
 
     # --- connecting and leaving ---------------------------------------------------------
@@ -134,10 +139,18 @@ class Client(asyncio.Protocol):
 
     async def disconnect(self) -> None:
         """Send DISCONNECT (the broker then drops the Will) and close."""
+        leaving = MqttError("disconnected by the client")
         if self._transport is not None and self._error is None:
             self._write_now()
             self._transport.write(packets.disconnect())
-        self._close(MqttError("disconnected by the client"))
+            self._error = leaving
+            # The broker closes the connection once it has read everything before the
+            # DISCONNECT. Waiting for that keeps a new connection under the same client id
+            # from taking the session over while acknowledgements are still unread.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DISCONNECT_WAIT_S):
+                    await self._gone.wait()
+        self._close(leaving)
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -266,6 +279,7 @@ class Client(asyncio.Protocol):
         self._last_heard = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._gone.set()
         reason = f": {exc}" if exc else ""
         self._close(MqttError(f"connection to {self.host}:{self.port} lost{reason}"))
 
