@@ -96,6 +96,8 @@ class Client(asyncio.Protocol):
         self._last_heard = 0.0
         self._error: MqttError | None = None
         self._gone = asyncio.Event()  # the connection is closed
+        self._unacked: set[int] = set()  # packet ids of QoS 1 messages not acknowledged
+        self._reading_paused = False
         self._pinger: asyncio.Task[None] | None = None
 
     # --- connecting and leaving ---------------------------------------------------------
@@ -200,14 +202,24 @@ class Client(asyncio.Protocol):
         """Acknowledge a QoS 1 message received on this connection. Acknowledgements made
         in one go (a committed batch) leave in one write. On a closed connection this
         does nothing: the broker redelivers the message on the next one."""
-        if message.qos != 1 or not self.connected:
+        if message.qos != 1 or not self.connected or message.packet_id not in self._unacked:
             return
+        self._unacked.discard(message.packet_id)
         self._outgoing += packets.puback(message.packet_id)
         if not self._write_scheduled:
             self._write_scheduled = True
             asyncio.get_running_loop().call_soon(self._write_now)
+        if self._reading_paused and not self._window_full():
+            self._reading_paused = False
+            self._last_heard = time.monotonic()  # the keep-alive clock restarts now
+            assert self._transport is not None
+            self._transport.resume_reading()
 
     # --- internals ----------------------------------------------------------------------
+
+    def _window_full(self) -> bool:
+        return (self.receive_maximum is not None
+                and len(self._unacked) >= self.receive_maximum)
 
     def _packet_id(self) -> int:
         for _ in range(0xFFFF):
@@ -247,7 +259,9 @@ class Client(asyncio.Protocol):
         """PINGREQ every keep-alive interval; a broker silent for 1.5 intervals is gone."""
         while self._error is None:
             await asyncio.sleep(self.keepalive_s)
-            if time.monotonic() - self._last_heard > 1.5 * self.keepalive_s:
+            # While reading is paused the broker's answers wait unread: no verdict then.
+            silent = time.monotonic() - self._last_heard > 1.5 * self.keepalive_s
+            if silent and not self._reading_paused:
                 self._close(MqttError(f"the broker did not answer for {self.keepalive_s} s "
                                       "(keep-alive)"))
                 return
@@ -296,7 +310,10 @@ class Client(asyncio.Protocol):
                 body = bytes(buffer[start:end])
                 pos = end
                 if first_byte >> 4 == packets.PUBLISH:
-                    self._incoming.append(packets.parse_publish(first_byte, body))
+                    message = packets.parse_publish(first_byte, body)
+                    if message.qos:
+                        self._unacked.add(message.packet_id)
+                    self._incoming.append(message)
                     received = True
                 else:
                     self._control(first_byte >> 4, body)
@@ -307,6 +324,14 @@ class Client(asyncio.Protocol):
             del buffer[:pos]
         if received:
             self._wake_reader()
+            if self._window_full() and not self._reading_paused:
+                # Our own flow control, on top of the broker's: Mosquitto 2.0 sends past
+                # the receive maximum once acknowledgements flow (its issue #2301), and
+                # a stopped store's queue can be hours of a fleet. Not reading leaves the
+                # rest in the broker, held back by TCP, until acknowledgements make room.
+                self._reading_paused = True
+                assert self._transport is not None
+                self._transport.pause_reading()
 
     def _control(self, kind: int, body: bytes) -> None:
         if kind == packets.CONNACK:
