@@ -351,6 +351,38 @@ async def test_the_client_holds_to_its_receive_maximum_when_the_broker_does_not(
         assert [m.payload for m in got] == payloads
 
 
+async def test_requests_get_their_replies_whatever_the_window(
+        broker: BrokerInfo, base_topic: str) -> None:
+    # A resumed session's backlog comes before the replies to the first requests (the
+    # store announces itself and subscribes before it reads a message); and a request
+    # made while reading is paused must not wait for acknowledgements that never come.
+    topic, window, total = f"{base_topic}/backlog", 20, 400
+
+    def session() -> Client:
+        return Client(broker.host, broker.port, client_id=f"{base_topic}-w",
+                      clean_start=False, session_expiry_s=60, receive_maximum=window)
+
+    async with session() as client:
+        await client.subscribe([topic])
+    payloads = [b"%04d" % i + b"x" * 2000 for i in range(total)]
+    await publish_all(broker, [(topic, p, 1, False) for p in payloads])
+    async with session() as client:
+        async with asyncio.timeout(5):
+            await client.publish(f"{base_topic}/hello", b"online", qos=1)
+            await client.subscribe([topic])
+        got = [await next_message(client) for _ in range(window)]
+        for message in got:
+            client.ack(message)  # Mosquitto now sends past the window; reading pauses
+        await wait_until(lambda: client._reading_paused)
+        async with asyncio.timeout(5):
+            await client.publish(f"{base_topic}/hello", b"still here", qos=1)
+        while len(got) < total:
+            message = await next_message(client)
+            got.append(message)
+            client.ack(message)
+    assert [m.payload for m in got] == payloads
+
+
 async def test_max_packet_size_makes_the_broker_drop_larger_messages(
         broker: BrokerInfo, base_topic: str) -> None:
     topic = f"{base_topic}/size"

@@ -209,17 +209,21 @@ class Client(asyncio.Protocol):
         if not self._write_scheduled:
             self._write_scheduled = True
             asyncio.get_running_loop().call_soon(self._write_now)
-        if self._reading_paused and not self._window_full():
-            self._reading_paused = False
-            self._last_heard = time.monotonic()  # the keep-alive clock restarts now
-            assert self._transport is not None
-            self._transport.resume_reading()
+        if not self._over_window():
+            self._resume_reading()
 
     # --- internals ----------------------------------------------------------------------
 
-    def _window_full(self) -> bool:
+    def _over_window(self) -> bool:
+        """Whether the broker sent more unacknowledged messages than we allowed."""
         return (self.receive_maximum is not None
-                and len(self._unacked) >= self.receive_maximum)
+                and len(self._unacked) > self.receive_maximum)
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._last_heard = time.monotonic()  # the keep-alive clock restarts now
+            self._transport.resume_reading()
 
     def _packet_id(self) -> int:
         for _ in range(0xFFFF):
@@ -232,6 +236,7 @@ class Client(asyncio.Protocol):
         if self._error is not None:
             raise self._error
         reply = self._replies[packet_id] = asyncio.get_running_loop().create_future()
+        self._resume_reading()  # the reply may be behind messages past the window
         try:
             self._write(packet)
             async with asyncio.timeout(self.timeout_s):
@@ -324,11 +329,12 @@ class Client(asyncio.Protocol):
             del buffer[:pos]
         if received:
             self._wake_reader()
-            if self._window_full() and not self._reading_paused:
+            if self._over_window() and not self._reading_paused and not self._replies:
                 # Our own flow control, on top of the broker's: Mosquitto 2.0 sends past
                 # the receive maximum once acknowledgements flow (its issue #2301), and
                 # a stopped store's queue can be hours of a fleet. Not reading leaves the
                 # rest in the broker, held back by TCP, until acknowledgements make room.
+                # Never while a reply is awaited: it may be behind these messages.
                 self._reading_paused = True
                 assert self._transport is not None
                 self._transport.pause_reading()
