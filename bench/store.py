@@ -196,9 +196,10 @@ async def rollup_totals(engine: AsyncEngine) -> list[int]:
 
 
 async def store_drain(port: int, client_id: str, url: str, engine: AsyncEngine,
-                      workdir: Path, last: tuple[str, int]) -> float:
+                      workdir: Path, last: tuple[str, int]) -> tuple[float, float]:
     """Samples per second ``minerwatch-store`` commits while draining the queue: from its
-    first stored sample to ``last`` (the last one queued: batches commit in order)."""
+    first stored sample to ``last`` (the last one queued: batches commit in order); and
+    the process's peak resident memory in MiB."""
     settings = workdir / f"{client_id}.toml"
     settings.write_text(f'[store]\nclient_id = "{client_id}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINERWATCH_")}
@@ -213,10 +214,19 @@ async def store_drain(port: int, client_id: str, url: str, engine: AsyncEngine,
             first_count = await count_samples(engine)
             await poll(lambda: stored(engine, last), 0.02)
         rate = (SAMPLES - first_count) / (time.perf_counter() - first_at)
+        peak_mib = peak_rss_mib(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
-    return rate
+    return rate, peak_mib
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The high-water mark of a running process's resident memory (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 @contextlib.asynccontextmanager
@@ -248,7 +258,10 @@ async def database(kind: str, workdir: Path) -> AsyncIterator[tuple[str, AsyncEn
 
 
 async def ingest(port: int, workdir: Path) -> dict[str, list[float]]:
-    rates: dict[str, list[float]] = {kind: [] for kind in (*BARE, "sqlite", "postgresql")}
+    """Samples per second of each consumer per run; ``<database>_rss``: the store's peak
+    resident memory (MiB) per run."""
+    rates: dict[str, list[float]] = {kind: [] for kind in (*BARE, "sqlite", "postgresql",
+                                                           "sqlite_rss", "postgresql_rss")}
     store_filters = [f"{BASE}/miners/+/{kind}" for kind in ("sample", "status", "info")] + [
         f"{BASE}/alerts/+/+"]
     for run in range(RUNS):
@@ -265,14 +278,17 @@ async def ingest(port: int, workdir: Path) -> dict[str, list[float]]:
                 client_id = f"bench-store-{kind}-{run}"
                 await make_session(port, client_id, store_filters)
                 await queue_backlog(port, messages)
-                rate = await store_drain(port, client_id, url, engine, workdir, last_key(run))
+                rate, peak_mib = await store_drain(port, client_id, url, engine, workdir,
+                                                   last_key(run))
                 stored, totals = await count_samples(engine), await rollup_totals(engine)
                 if stored != SAMPLES or totals != [SAMPLES] * len(db.ROLLUPS):
                     raise SystemExit(f"{kind}: {stored} samples stored, rollups count "
                                      f"{totals}; expected {SAMPLES} each")
                 rates[kind].append(rate)
+                rates[f"{kind}_rss"].append(peak_mib)
                 print(f"run {run + 1}: store into {kind} {rate:,.0f}/s "
-                      f"({stored:,} samples, each once)", flush=True)
+                      f"({stored:,} samples, each once), peak RSS {peak_mib:.0f} MiB",
+                      flush=True)
     return rates
 
 
@@ -389,7 +405,11 @@ def report(rates: dict[str, list[float]], split: dict[str, float],
         " rollup table (checked). The store acknowledges a message only after the"
         " transaction with its row and rollups is committed (default `batch_size`"
         f" {StoreConfig().batch_size:,}: at most {2 * StoreConfig().batch_size:,}"
-        " unacknowledged messages in flight).",
+        " unacknowledged messages in flight; past that it stops reading, as Mosquitto"
+        " 2.0 sends beyond that window once acknowledgements flow). Peak resident memory"
+        f" of the store while draining the {SAMPLES:,} queued samples: SQLite"
+        f" {statistics.median(rates['sqlite_rss']):.0f} MiB, PostgreSQL"
+        f" {statistics.median(rates['postgresql_rss']):.0f} MiB (medians).",
         "",
         f"Queries (median of {QUERY_RUNS}, through the api's history functions, fresh"
         f" connection each): one miner with {CHART_DAYS} days of 10-second samples"

@@ -1,13 +1,16 @@
-"""The pure parts: query parameters, topic filters, client commands, payload decoding."""
+"""The pure parts: query parameters, topic filters, client commands, payload decoding,
+timestamps."""
 
 from __future__ import annotations
 
 import pytest
 
 from minerwatch.api.app import parameter_problems
-from minerwatch.api.history import MAX_LIMIT, BadParameter, parse_window
+from minerwatch.api.history import MAX_LIMIT, BadParameter, parse_window, ts_text
 from minerwatch.api.relay import FilterError, Subscriber, check_filter, message_frame
 from minerwatch.api.routes.ws import CommandError, parse_command
+from minerwatch.shared.db import ms_to_datetime
+from minerwatch.shared.schemas import format_ts
 
 MS_10H = 1795341600000  # 2026-11-22T10:00:00Z
 
@@ -89,3 +92,13 @@ async def test_a_full_backlog_drops_its_oldest_frames() -> None:
     assert [await subscriber.next_frame() for _ in range(5)] == [
         "replay-4", "live-0", "live-1", "live-2", "live-3"]
     assert subscriber.backlog == 0
+
+
+def test_ts_text_formats_milliseconds_exactly_as_format_ts() -> None:
+    # ts_text takes a shortcut for speed; it must agree with the schema's formatter
+    # across day, leap-year and epoch boundaries, before 1970 included.
+    edges = [0, 1, 999, 1000, 86_399_999, 86_400_000, -1, -86_400_001,
+             951_782_400_000, 951_868_799_999, 1_795_341_600_123, 4_102_444_800_000]
+    steady = range(1_795_000_000_000, 1_795_000_000_000 + 40 * 86_400_000, 3_599_999)
+    for ms in [*edges, *steady]:
+        assert ts_text(ms) == format_ts(ms_to_datetime(ms)), ms

@@ -13,6 +13,11 @@ Scope: what a subscriber needs and nothing else. CONNECT with a Will, session ex
 receive maximum; SUBSCRIBE with options; UNSUBSCRIBE; PUBLISH at QoS 0 or 1 both ways;
 PUBACK sent when the caller says (``ack``); keep-alive pings; DISCONNECT. No QoS 2, no
 topic aliases, no enhanced authentication.
+
+Flow control: the broker may have at most ``receive_maximum`` unacknowledged messages out
+to the client. One that sends more (Mosquitto 2.0 does, once acknowledgements flow) finds
+the client no longer reading until acknowledgements make room, so the rest stays queued
+at the broker rather than in this process.
 """
 
 from __future__ import annotations
@@ -129,6 +134,9 @@ class Client(asyncio.Protocol):
         except OSError as exc:
             raise MqttError(f"cannot connect to {self.host}:{self.port}: "
                             f"{exc.strerror or exc}") from None
+        except asyncio.CancelledError:
+            self._close(MqttError("connecting was cancelled"))  # no socket left behind
+            raise
         if connack.reason >= 0x80:
             reason = packets.reason_text(connack.reason, connack.properties)
             self._close(MqttError(f"connection refused: {reason}"))
