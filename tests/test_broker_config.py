@@ -1,6 +1,7 @@
-"""The shipped Mosquitto configs start, and the production ACL lets each service publish only
-what it owns. Runs the real broker binary with the repository's files (paths and port swapped
-for a temporary folder and a free port)."""
+"""The shipped Mosquitto configs start, the production ACL lets each service publish only
+what it owns, and the store's own MQTT client logs in and works under it. Runs the real
+broker binary with the repository's files (paths and port swapped for a temporary folder
+and a free port)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+
+from minerwatch.shared.config import Config, MqttConfig, StoreConfig
+from minerwatch.shared.mqtt_client import Client, MqttError
+from minerwatch.store.__main__ import store_link, topic_filters
 
 ROOT = Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -120,3 +125,34 @@ async def test_anonymous_and_wrong_passwords_are_refused(production_broker: int)
             async with aiomqtt.Client("127.0.0.1", production_broker, username=username,
                                       password=password):
                 pass
+
+
+async def test_the_store_logs_in_reads_and_announces_itself_on_the_production_broker(
+    production_broker: int,
+) -> None:
+    # the store runs on its own MQTT client: its login, subscriptions (ACL "read") and
+    # QoS 1 status (ACL "write", refused in the PUBACK otherwise) against the real config
+    config = Config(mqtt=MqttConfig(url=f"mqtt://store:s-pw@127.0.0.1:{production_broker}",
+                                    reconnect_min_s=0.1, reconnect_max_s=0.2),
+                    store=StoreConfig(client_id="acl-store"))
+    topics: list[str] = []
+
+    async def session(client: Client) -> None:
+        await client.subscribe(topic_filters(config.mqtt.base_topic, None))
+        async with aiomqtt.Client("127.0.0.1", production_broker, username="collector",
+                                  password=PASSWORDS["collector"]) as collector:
+            await collector.publish("minerwatch/miners/m1/sample", b"{}", qos=1)
+        async for message in client.messages:
+            topics.append(message.topic)
+            client.ack(message)
+            return
+
+    link = store_link(config)
+    async with asyncio.timeout(10):
+        await link.run(session)
+    assert topics == ["minerwatch/miners/m1/sample"]
+
+    with pytest.raises(MqttError, match=r"^connection refused: 0x8[67] "):
+        async with Client("127.0.0.1", production_broker, username="store",
+                          password="wrong"):
+            pass
