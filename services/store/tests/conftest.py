@@ -133,6 +133,16 @@ async def engine(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterat
 
 
 @pytest.fixture
+async def postgres_engine() -> AsyncIterator[AsyncEngine]:
+    """PostgreSQL alone, for what only a database server can do (drop connections)."""
+    pg_engine, drop = await _postgres_engine()
+    try:
+        yield pg_engine
+    finally:
+        await drop()
+
+
+@pytest.fixture
 async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
     engine = await _sqlite_engine(sqlite_url)
     yield engine

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
@@ -237,6 +237,47 @@ async def test_an_oversized_message_never_reaches_the_store_and_the_stream_goes_
     assert await sample_keys(sqlite_engine) == [key for *_, key in good]
     # had it been delivered, the store would have refused it as a bad sample
     assert not [r for r in caplog.records if "bad sample" in r.getMessage()]
+
+
+async def test_postgresql_dropping_the_stores_connections_mid_stream_loses_nothing(
+    postgres_engine: AsyncEngine, broker: Any, base_topic: str, make: Any,
+) -> None:
+    # what a server restart or failover does to the store: every connection it holds is
+    # cut, in the middle of batches; the writes are retried and nothing is doubled
+    name = f"mw-{base_topic[-12:]}"
+    url = postgres_engine.url.update_query_dict({"application_name": name})
+    store_engine = db.create_engine(url.render_as_string(hide_password=False))
+    config = store_config(broker, base_topic, base_topic, batch_size=50,
+                          batch_interval_s=0.02)
+    samples = stream(make, miners=10, per_miner=60)
+    cut = 0
+
+    async def cut_connections() -> None:
+        nonlocal cut
+        query = text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                     "WHERE application_name = :name")
+        while True:
+            await asyncio.sleep(0.1)
+            async with postgres_engine.connect() as conn:
+                cut += (await conn.execute(query, {"name": name})).scalar_one()
+
+    try:
+        async with publisher(broker) as client, running_store(store_engine, config) as writer:
+            await subscribed(client, writer, base_topic, make)
+            cutting = asyncio.create_task(cut_connections())
+            try:
+                for n, (miner, payload, _key) in enumerate(samples):
+                    await client.publish(f"{base_topic}/miners/{miner}/sample", payload, qos=1)
+                    if n % 50 == 0:
+                        await asyncio.sleep(0.05)  # a stream over about a second
+            finally:
+                cutting.cancel()
+            await wait_until(lambda: writer.new_samples == len(samples), timeout=30)
+    finally:
+        await store_engine.dispose()
+    assert cut > 0  # connections were really cut while the store wrote
+    assert await sample_keys(postgres_engine) == sorted(key for *_, key in samples)
+    assert await rollup_totals(postgres_engine) == [len(samples)] * 2
 
 
 async def test_samples_older_than_the_raw_retention_are_refused_and_acknowledged(
