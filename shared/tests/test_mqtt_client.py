@@ -35,6 +35,16 @@ async def next_message(client: Client, timeout: float = 10.0) -> Message:
         return await anext(client.messages)
 
 
+async def take_acking(client: Client, count: int) -> list[Message]:
+    """The next ``count`` messages, each acknowledged on arrival."""
+    got = []
+    for _ in range(count):
+        message = await next_message(client)
+        client.ack(message)
+        got.append(message)
+    return got
+
+
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
@@ -317,11 +327,7 @@ async def test_receive_maximum_holds_back_until_acked(
         assert await stays_true(lambda: len(client.messages) == 5, 0.7)
 
         # Acknowledging lets the rest flow.
-        got: list[Message] = []
-        while len(got) < 20:
-            message = await next_message(client)
-            got.append(message)
-            client.ack(message)
+        got = await take_acking(client, 20)
         assert [m.payload for m in got] == [b"%d" % i for i in range(20)]
 
 
@@ -343,11 +349,7 @@ async def test_the_client_holds_to_its_receive_maximum_when_the_broker_does_not(
         await asyncio.sleep(0.5)  # plenty for the broker to push everything it would
         # what may still come: the rest of one socket read (256 KiB) past the window
         assert window <= len(client.messages) <= window + 2 * 256 * 1024 // 2000
-        got = first
-        while len(got) < total:
-            message = await next_message(client)
-            got.append(message)
-            client.ack(message)
+        got = first + await take_acking(client, total - window)
         assert [m.payload for m in got] == payloads
 
 
@@ -376,10 +378,7 @@ async def test_requests_get_their_replies_whatever_the_window(
         await wait_until(lambda: client._reading_paused)
         async with asyncio.timeout(5):
             await client.publish(f"{base_topic}/hello", b"still here", qos=1)
-        while len(got) < total:
-            message = await next_message(client)
-            got.append(message)
-            client.ack(message)
+        got += await take_acking(client, total - len(got))
     assert [m.payload for m in got] == payloads
 
 
@@ -669,11 +668,7 @@ async def test_many_messages_in_random_chunks_arrive_complete_and_in_order() -> 
             super().data_received(data)
 
     async with fake_broker(trickle) as port, CountingClient(HOST, port) as client:
-        got: list[Message] = []
-        while len(got) < len(expected):
-            message = await next_message(client)
-            got.append(message)
-            client.ack(message)
+        got = await take_acking(client, len(expected))
         async with asyncio.timeout(10):
             await all_acked.wait()
     assert [(m.topic, m.payload, m.qos, m.retain, m.dup, m.packet_id) for m in got] == expected

@@ -7,9 +7,9 @@ Nothing acknowledged is lost: the store keeps a persistent MQTT session under a 
 client id and acknowledges each QoS 1 message only after the transaction holding its row
 is committed. Whatever it had not acknowledged when it died (SIGKILL, power, a crash)
 the broker delivers again, and the writes are idempotent. The broker sends at most
-``2 * batch_size`` unacknowledged messages: while the database is away the store holds
-that much and the broker queues the rest. On SIGTERM the pending rows are written and
-acknowledged before the process exits.
+``2 * batch_size`` unacknowledged messages (the store stops reading when one sends more):
+while the database is away the store holds that much and the broker queues the rest.
+On SIGTERM the pending rows are written and acknowledged before the process exits.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ Acknowledge = Callable[[Client, Message], None]
 
 
 def ack(client: Client, message: Message) -> None:
+    """Acknowledge once committed (tests pass another, to play a store killed between its
+    commit and its acknowledgement)."""
     client.ack(message)
 
 
