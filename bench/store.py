@@ -41,8 +41,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from minerwatch.api.history import SampleWindow, list_miners, miner_samples
 from minerwatch.shared import db, mqtt_client
 from minerwatch.shared.config import StoreConfig
 from minerwatch.shared.schemas import Sample, encode, format_ts
-from minerwatch.store.ingest import SampleRow, Writer, route
+from minerwatch.store.ingest import Row, SampleRow, Writer, route
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MINERS = 1000
@@ -292,6 +293,15 @@ async def ingest(port: int, workdir: Path) -> dict[str, list[float]]:
     return rates
 
 
+async def write_in_batches(writer: Writer, rows: Iterable[Row | None]) -> None:
+    """Add every row, writing a transaction each time a batch is full, and the rest."""
+    for row in rows:
+        writer.add(row)
+        if writer.pending >= writer.batch_size:
+            await writer.flush()
+    await writer.flush()
+
+
 async def cost_split(workdir: Path) -> dict[str, float]:
     """Microseconds per sample of the store's own work, in this process, no broker: routing
     (decode, validate) and writing (insert, rollups, commit) into SQLite."""
@@ -303,11 +313,7 @@ async def cost_split(workdir: Path) -> dict[str, float]:
     async with database("sqlite", workdir) as (_url, engine):
         writer = Writer(engine, batch_size=batch, interval_s=3600)
         written = time.perf_counter()
-        for row in rows:
-            writer.add(row)
-            if writer.pending >= batch:
-                await writer.flush()
-        await writer.flush()
+        await write_in_batches(writer, rows)
         done = time.perf_counter()
     return {"route": (routed - started) / len(rows) * 1e6,
             "write": (done - written) / len(rows) * 1e6}
@@ -317,18 +323,11 @@ async def fill_history(engine: AsyncEngine) -> None:
     """1,000 miners with recent samples, one of them with 30 days of 10-second samples,
     written through the store's own writer (so the rollups are the store's)."""
     end = T0_MS + CHART_DAYS * 86_400_000
+    chart = (sample("chart", T0_MS + i * 10_000, i) for i in range(CHART_DAYS * 8640))
+    fleet = (sample(f"rig-{m:04d}", end - i * 10_000, i)
+             for m in range(MINERS) for i in range(10))
     async with Writer(engine, batch_size=5000, interval_s=60) as writer:
-        for i in range(CHART_DAYS * 8640):
-            values = db.sample_row(sample("chart", T0_MS + i * 10_000, i))
-            writer.add(SampleRow(values))
-            if writer.pending >= 5000:
-                await writer.flush()
-        for m in range(MINERS):
-            for i in range(10):
-                values = db.sample_row(sample(f"rig-{m:04d}", end - i * 10_000, i))
-                writer.add(SampleRow(values))
-                if writer.pending >= 5000:
-                    await writer.flush()
+        await write_in_batches(writer, (SampleRow(db.sample_row(s)) for s in chain(chart, fleet)))
 
 
 async def timed(engine: AsyncEngine, query: Callable[[Any], Awaitable[Any]]

@@ -245,14 +245,18 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def _json_text(value: object) -> str:
-    return msgspec.json.encode(value).decode()
+_json = msgspec.json.Encoder()
+
+
+def json_text(value: object) -> str:
+    """A JSON column's value as the text both engines store."""
+    return _json.encode(value).decode()
 
 
 def create_engine(url: str) -> AsyncEngine:
     # msgspec for JSON columns: a chart decodes one fan list per row, stdlib json was a
     # fifth of a 30-day chart's time.
-    engine = create_async_engine(async_url(url), json_serializer=_json_text,
+    engine = create_async_engine(async_url(url), json_serializer=json_text,
                                  json_deserializer=msgspec.json.decode)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

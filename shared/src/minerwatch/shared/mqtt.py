@@ -21,7 +21,6 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiomqtt
 
@@ -91,7 +90,7 @@ class MqttLink:
     def _tls(self) -> ssl.SSLContext | None:
         return ssl.create_default_context() if self.address.tls else None
 
-    def _client(self) -> Any:
+    def _client(self) -> AnyClient:
         """A new, unconnected client, used as ``async with``."""
         return aiomqtt.Client(
             self.address.host,
@@ -108,7 +107,7 @@ class MqttLink:
             max_inflight_messages=self.max_inflight,
         )
 
-    async def run(self, session: Callable[[Any], Awaitable[None]]) -> None:
+    async def run(self, session: Session | AckingSession) -> None:
         """Keep a session running until it returns or the task is cancelled."""
         next_delay = backoff_delays(self.config.reconnect_min_s, self.config.reconnect_max_s)
         where = f"{self.address.host}:{self.address.port}"

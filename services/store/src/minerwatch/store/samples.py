@@ -19,7 +19,6 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-import msgspec
 from sqlalchemy import JSON, Table, Text, bindparam, case, cast, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -108,15 +107,12 @@ def _bulk_insert(dialect: str, table: Table) -> Any:
     raise ValueError(f"unsupported database dialect {dialect!r}")
 
 
-_json = msgspec.json.Encoder()
-
-
 def _json_columns(table: Table) -> frozenset[str]:
     return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
 
 
 def _json_text(value: Any) -> str | None:
-    return None if value is None else _json.encode(value).decode()
+    return None if value is None else db.json_text(value)
 
 
 def _column_arrays(table: Table, rows: Sequence[Values]) -> Values:
