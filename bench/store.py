@@ -8,7 +8,7 @@ each a process of its own:
 
 - bare subscribers that store nothing and acknowledge on receipt (QoS 1, the store's
   garbage collector settings): aiomqtt over MQTT v5 and over MQTT 3.1.1, and the store's
-  own MQTT client (``minerwatch.shared.mqtt_client``): what the broker and each client
+  own MQTT client (``minerwatch.shared.mqtt.client``): what the broker and each client
   library cost before any database work;
 - ``minerwatch-store`` (the real process, default settings) into SQLite: acknowledges each
   message only after its row and rollups are committed;
@@ -55,8 +55,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.api.history import SampleWindow, list_miners, miner_samples
-from minerwatch.shared import db, mqtt_client
+from minerwatch.shared import db
 from minerwatch.shared.config import StoreConfig
+from minerwatch.shared.mqtt import client as mqtt_client
 from minerwatch.shared.schemas import Sample, encode, format_ts
 from minerwatch.store.ingest import Row, SampleRow, Writer, route
 

@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from minerwatch.shared.config import Config, MqttConfig, StoreConfig
-from minerwatch.shared.mqtt_client import Client, MqttError
+from minerwatch.shared.mqtt.client import Client, MqttError
 from minerwatch.store.__main__ import store_link, topic_filters
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,9 @@ import sys
 import aiomqtt
 import pytest
 
+from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.config import MqttConfig
-from minerwatch.shared.mqtt import MqttLink, backoff_delays
+from minerwatch.shared.mqtt import MqttLink
 
 
 async def retained(host: str, port: int, topic: str, timeout: float = 5.0) -> bytes:

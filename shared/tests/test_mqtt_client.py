@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 
-from minerwatch.shared.mqtt_client import Client, Message, MqttError, Subscription, Will
+from minerwatch.shared.mqtt.client import Client, Message, MqttError, Subscription, Will
 
 HOST = "127.0.0.1"
 CONNACK = b"\x20\x03\x00\x00\x00"  # session not present, success, no properties

@@ -17,7 +17,7 @@ import trustme
 
 from minerwatch.shared.config import MqttConfig
 from minerwatch.shared.mqtt import PersistentLink
-from minerwatch.shared.mqtt_client import Client, MqttError
+from minerwatch.shared.mqtt.client import Client, MqttError
 
 
 class TlsBroker:

@@ -9,8 +9,8 @@ from paho.mqtt.properties import Properties, VariableByteIntegers
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from minerwatch.shared import mqtt_packets as p
-from minerwatch.shared.mqtt_packets import MalformedPacket, Subscription, Will
+from minerwatch.shared.mqtt import packets as p
+from minerwatch.shared.mqtt.packets import MalformedPacket, Subscription, Will
 
 
 def s(text: str) -> bytes:

@@ -7,16 +7,39 @@ SIGINT cancel the service's main task so it can say goodbye on MQTT and exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from minerwatch.shared.config import Config, ConfigError, load_config
 
 Main = Callable[[Config], Coroutine[Any, Any, None]]
+
+
+#: Allocations between collections of the youngest generation (Python's default: 700).
+#: Each poll or message leaves a few hundred short-lived objects; with the default, those
+#: of the work in flight are caught alive, promoted, and drag full collections over every
+#: long-lived object (a third of the collector's CPU at 10,000 miners, measured).
+GC_YOUNG = 50_000
+
+
+@contextlib.contextmanager
+def fewer_collections(young: int = GC_YOUNG) -> Iterator[None]:
+    """Collect the young generation every ``young`` allocations, and leave what exists
+    now (imports, config) out of every collection, while the block runs."""
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(young, *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 def setup_logging() -> None:

@@ -1,7 +1,12 @@
-"""Topic names of schema 1, built and parsed in one place.
+"""Every topic of schema 1, once: the registry ``TOPICS`` and the one topic-filter matcher.
 
-``{base}/miners/{miner_id}/sample|status|info``, ``{base}/alerts/{miner_id}/{rule}`` and
-``{base}/services/{service}/status``. A miner id is one topic level of ``[a-z0-9_-]``.
+Each ``TopicSpec`` says what a topic is: its template under the base topic, the filter
+that subscribes to all of its instances, the payload type, whether it is retained, its
+QoS and who publishes it. Publishers build topic names from it, consumers subscribe with
+its filters and route what arrives with ``match_topic``, and ``messages.decode_message``
+decodes every payload by the type it names.
+
+A miner id is one topic level of ``[a-z0-9_-]`` (at most 64 characters).
 """
 
 from __future__ import annotations
@@ -12,9 +17,78 @@ from typing import Literal
 
 MINER_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
+#: A rule or service name: one topic level of printable text without wildcards.
+_NAME_RE = re.compile(r"^[^/#+\x00-\x1f]{1,128}$")
 
+TopicName = Literal["sample", "status", "info", "alert", "service"]
 MinerTopicKind = Literal["sample", "status", "info"]
 MINER_TOPIC_KINDS: tuple[MinerTopicKind, ...] = ("sample", "status", "info")
+#: The payload a TopicSpec carries, by name; ``messages`` maps these to types.
+PayloadName = Literal["Sample", "MinerStatus", "MinerInfo", "AlertEvent", "ServiceState"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic of the contract. ``template`` levels in braces are parameters:
+    ``miner_id`` (a miner id), ``rule`` and ``service`` (a name)."""
+
+    name: TopicName
+    template: str
+    payload: PayloadName
+    publisher: str
+    description: str
+    retained: bool = True
+    qos: int = 1
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return tuple(self.template.split("/")[1:])  # after "{base}"
+
+    def topic(self, base: str, **params: str) -> str:
+        """The topic of one instance: ``SAMPLE.topic("minerwatch", miner_id="s19")``."""
+        return self.template.format(base=base, **params)
+
+    def filter(self, base: str) -> str:
+        """The MQTT filter every instance matches: ``{base}/miners/+/sample``."""
+        parts = ["+" if level.startswith("{") else level for level in self.levels]
+        return "/".join((base, *parts))
+
+    def parse(self, levels: list[str]) -> dict[str, str] | None:
+        """The parameters of a topic's levels (after the base), or None if they do not fit."""
+        if len(levels) != len(self.levels):
+            return None
+        params: dict[str, str] = {}
+        for want, got in zip(self.levels, levels, strict=True):
+            if want.startswith("{"):
+                key = want[1:-1]
+                valid = is_miner_id(got) if key == "miner_id" else bool(_NAME_RE.match(got))
+                if not valid:
+                    return None
+                params[key] = got
+            elif want != got:
+                return None
+        return params
+
+
+SAMPLE = TopicSpec(
+    "sample", "{base}/miners/{miner_id}/sample", "Sample", "collector",
+    "one Sample per successful poll")
+STATUS = TopicSpec(
+    "status", "{base}/miners/{miner_id}/status", "MinerStatus", "collector",
+    "the miner's state (online, offline, idle), on change and on every connect")
+INFO = TopicSpec(
+    "info", "{base}/miners/{miner_id}/info", "MinerInfo", "collector",
+    "the miner's identity, on change and on every connect")
+ALERT = TopicSpec(
+    "alert", "{base}/alerts/{miner_id}/{rule}", "AlertEvent", "alerts",
+    "a rule firing or resolving for one miner")
+SERVICE = TopicSpec(
+    "service", "{base}/services/{service}/status", "ServiceState", "every service",
+    "online, or offline (also the service's Last Will)")
+
+#: The registry: every topic minerwatch publishes.
+TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, ALERT, SERVICE)
+BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
 
 
 def is_miner_id(text: str) -> bool:
@@ -40,32 +114,36 @@ def miner_topic(base: str, miner_id: str, kind: MinerTopicKind) -> str:
 
 
 def sample_topic(base: str, miner_id: str) -> str:
-    return miner_topic(base, miner_id, "sample")
+    return SAMPLE.topic(base, miner_id=miner_id)
 
 
 def status_topic(base: str, miner_id: str) -> str:
-    return miner_topic(base, miner_id, "status")
+    return STATUS.topic(base, miner_id=miner_id)
 
 
 def info_topic(base: str, miner_id: str) -> str:
-    return miner_topic(base, miner_id, "info")
+    return INFO.topic(base, miner_id=miner_id)
 
 
 def alert_topic(base: str, miner_id: str, rule: str) -> str:
-    return f"{base}/alerts/{miner_id}/{rule}"
+    return ALERT.topic(base, miner_id=miner_id, rule=rule)
 
 
 def service_status_topic(base: str, service: str) -> str:
-    return f"{base}/services/{service}/status"
+    return SERVICE.topic(base, service=service)
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedTopic:
     """What a topic under ``{base}`` names. ``name`` is the rule or service, else None."""
 
-    kind: Literal["sample", "status", "info", "alert", "service"]
+    kind: TopicName
     miner_id: str | None
     name: str | None = None
+
+    @property
+    def spec(self) -> TopicSpec:
+        return BY_NAME[self.kind]
 
 
 def parse_topic(base: str, topic: str) -> ParsedTopic | None:
@@ -73,14 +151,66 @@ def parse_topic(base: str, topic: str) -> ParsedTopic | None:
     prefix = base + "/"
     if not topic.startswith(prefix):
         return None
-    parts = topic[len(prefix) :].split("/")
-    match parts:
-        case ["miners", miner_id, ("sample" | "status" | "info") as kind] if is_miner_id(
-            miner_id
-        ):
-            return ParsedTopic(kind, miner_id)
-        case ["alerts", miner_id, rule] if is_miner_id(miner_id) and rule:
-            return ParsedTopic("alert", miner_id, rule)
-        case ["services", service, "status"] if service:
-            return ParsedTopic("service", None, service)
+    levels = topic[len(prefix):].split("/")
+    for spec in TOPICS:
+        params = spec.parse(levels)
+        if params is not None:
+            return ParsedTopic(spec.name, params.get("miner_id"),
+                               params.get("rule") or params.get("service"))
     return None
+
+
+def topic_label(base: str, topic: str) -> str:
+    """A short name for counting and rate-limiting, even for a topic that does not parse:
+    the registry name when the levels look like one, else ``topic``."""
+    levels = topic.removeprefix(base + "/").split("/")
+    for spec in TOPICS:
+        if len(levels) == len(spec.levels) and all(
+                want.startswith("{") or want == got
+                for want, got in zip(spec.levels, levels, strict=True)):
+            return spec.name
+    return "topic"
+
+
+# --- topic filters --------------------------------------------------------------------
+
+
+class FilterError(ValueError):
+    """Not a valid MQTT topic filter; ``str()`` is the one-line reason."""
+
+
+def check_filter(text: str) -> list[str]:
+    """The levels of a valid MQTT topic filter (MQTT 5.0 section 4.7), else FilterError."""
+    if not isinstance(text, str) or not text:
+        raise FilterError("the topic filter must be a non-empty string")
+    if len(text.encode("utf-8", errors="replace")) > 65535 or "\x00" in text:
+        raise FilterError("the topic filter is too long or holds a NUL character")
+    levels = text.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            raise FilterError(f"{text!r}: '#' must be a whole level, and the last one")
+        if "+" in level and level != "+":
+            raise FilterError(f"{text!r}: '+' must be a whole level")
+    return levels
+
+
+def filter_matches(filter_levels: list[str] | tuple[str, ...], topic: str) -> bool:
+    """Whether ``topic`` matches a filter (given as its levels), with MQTT's rules: ``+``
+    is one level, ``#`` this level and all below (the parent too), and topics starting
+    with ``$`` never match a filter that starts with a wildcard."""
+    levels = topic.split("/")
+    if topic.startswith("$") and filter_levels and filter_levels[0] in ("+", "#"):
+        return False
+    for index, want in enumerate(filter_levels):
+        if want == "#":
+            return True
+        if index >= len(levels):
+            return False
+        if want != "+" and want != levels[index]:
+            return False
+    return len(levels) == len(filter_levels)
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """``filter_matches`` for a filter given as text (checked)."""
+    return filter_matches(check_filter(topic_filter), topic)

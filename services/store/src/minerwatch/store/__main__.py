@@ -25,9 +25,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
+from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.config import Config, ConfigError
-from minerwatch.shared.mqtt import AckingSession, PersistentLink, backoff_delays
-from minerwatch.shared.mqtt_client import Client, Message, Subscription
+from minerwatch.shared.mqtt import AckingSession, PersistentLink
+from minerwatch.shared.mqtt.client import Client, Message, Subscription
 from minerwatch.shared.service import run_service
 from minerwatch.store.ingest import (
     BadMessage,

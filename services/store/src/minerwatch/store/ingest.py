@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from minerwatch.shared import db
-from minerwatch.shared.mqtt import backoff_delays
+from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.schemas import (
     SCHEMA_VERSION,
     AlertEvent,

@@ -1,6 +1,6 @@
 """MQTT v5 packets: encoding what a subscribing client sends, decoding what it receives.
 
-Pure functions over bytes, no I/O: ``mqtt_client`` puts them on a socket. Only what a
+Pure functions over bytes, no I/O: ``mqtt.client`` puts them on a socket. Only what a
 client needs is here (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PUBLISH both ways, PUBACK both ways,
 PINGREQ, DISCONNECT; CONNACK, SUBACK, UNSUBACK, PINGRESP, DISCONNECT from the server).
 Anything malformed raises ``MalformedPacket`` with a one-line reason. Numbers and layouts

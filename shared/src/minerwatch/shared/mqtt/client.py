@@ -32,18 +32,15 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from minerwatch.shared import mqtt_packets as packets
-from minerwatch.shared.mqtt_packets import Message, Subscription, Will
+from minerwatch.shared.mqtt import packets
+from minerwatch.shared.mqtt.packets import Message, Subscription, Will
+from minerwatch.shared.mqtt.protocol import MqttError
 
 __all__ = ["Client", "Message", "MqttError", "Subscription", "Will"]
 
 
 #: How long ``disconnect`` waits for the broker to close the connection.
 DISCONNECT_WAIT_S = 1.0
-
-
-class MqttError(Exception):
-    """The connection failed or was refused; the text is one line."""
 
 
 class Client(asyncio.Protocol):

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 from collections.abc import Awaitable, Callable
 
 import aiomqtt
 
-from minerwatch.shared import mqtt_client
+from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.config import MqttConfig, parse_mqtt_url
+from minerwatch.shared.mqtt import client as mqtt_client
 from minerwatch.shared.topics import service_status_topic
 
 log = logging.getLogger("minerwatch.mqtt")
@@ -49,20 +49,6 @@ async def publish(
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def backoff_delays(first: float, limit: float) -> Callable[[], float]:
-    """Successive reconnect delays: doubling from ``first`` up to ``limit``, with full jitter
-    in the upper half so a restarted broker is not hit by every service at once."""
-    current = first
-
-    def next_delay() -> float:
-        nonlocal current
-        delay = current * random.uniform(0.5, 1.0)
-        current = min(current * 2, limit)
-        return delay
-
-    return next_delay
 
 
 class MqttLink:
