@@ -55,8 +55,10 @@ demo: setup
 run: setup
 	@bash deploy/local-stack.sh run
 
+# ruff for style, mypy (strict, see pyproject.toml) for the types of shared and the services.
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: setup browser-deps lint
 	$(VENV)/bin/pytest

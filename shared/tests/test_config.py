@@ -200,3 +200,17 @@ def test_store_session_from_environment() -> None:
     assert (config.store.client_id, config.store.group) == ("store-2", "stores")
     with pytest.raises(ConfigError, match="MINERWATCH_STORE_CLIENT_ID"):
         load_config(environ={"MINERWATCH_STORE_CLIENT_ID": "has space"})
+
+
+def test_a_malformed_broker_url_never_shows_its_password() -> None:
+    from minerwatch.shared.config import ConfigError, load_config, redact
+
+    for url in ("mqtt://collector:s3cret@host:99999", "mqt://a:s3cret@h", "collector:s3cret@",
+                "mqtt://u:s3c@ret@host:x"):
+        try:
+            load_config(environ={"MINERWATCH_MQTT_URL": url, "MINERWATCH_CONFIG": "/dev/null"})
+        except ConfigError as exc:
+            assert "s3c" not in str(exc) and "***" in str(exc)
+        else:
+            raise AssertionError(f"{url} was accepted")
+    assert redact("mqtt://host:1883") == "mqtt://host:1883"

@@ -58,3 +58,35 @@ def test_ids() -> None:
     assert not is_miner_id("Garage")
     assert not is_miner_id("a/b")
     assert not is_miner_id("x" * 65)
+
+
+def test_the_registry_names_every_topic_once() -> None:
+    from minerwatch.shared.topics import SAMPLE, TOPICS
+
+    assert [spec.name for spec in TOPICS] == ["sample", "status", "info", "alert", "service"]
+    assert [spec.filter("mw") for spec in TOPICS] == [
+        "mw/miners/+/sample", "mw/miners/+/status", "mw/miners/+/info", "mw/alerts/+/+",
+        "mw/services/+/status"]
+    assert SAMPLE.topic("mw", miner_id="s19") == "mw/miners/s19/sample"
+    assert all(spec.qos == 1 and spec.retained for spec in TOPICS)
+
+
+def test_filter_matching_follows_mqtt() -> None:
+    import pytest
+
+    from minerwatch.shared.topics import FilterError, check_filter, matches
+
+    cases = [
+        ("mw/#", "mw", True), ("mw/#", "mw/miners/a/sample", True),
+        ("mw/miners/+/sample", "mw/miners/a/sample", True),
+        ("mw/miners/+/sample", "mw/miners/a/status", False),
+        ("mw/miners/+", "mw/miners/a/sample", False), ("+/+", "mw/x", True),
+        ("#", "$SYS/broker/uptime", False), ("+/broker/#", "$SYS/broker/uptime", False),
+        ("$SYS/#", "$SYS/broker/uptime", True), ("mw/+", "mw/", True),
+        ("mw/a", "mw/a/b", False),
+    ]
+    for topic_filter, topic, expected in cases:
+        assert matches(topic_filter, topic) is expected, (topic_filter, topic)
+    for bad in ("", "mw/#/x", "mw/a#", "mw/+x", "a\x00b"):
+        with pytest.raises(FilterError):
+            check_filter(bad)

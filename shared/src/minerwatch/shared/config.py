@@ -225,18 +225,36 @@ class BrokerAddress:
     password: str | None
 
 
+def redact(text: str) -> str:
+    """``text`` with any password of a ``scheme://user:password@host`` URL replaced by
+    ``***``, even in a malformed one: what may appear in an error or a log line."""
+    userinfo, at, host = text.rpartition("@")
+    if not at:
+        return text
+    scheme, sep, user = userinfo.rpartition("://")
+    name, colon, _password = user.partition(":")
+    if not colon:
+        return text
+    return f"{scheme}{sep}{name}:***@{host}"
+
+
 def parse_mqtt_url(url: str) -> BrokerAddress:
-    """``mqtt://user:pass@host:1883`` or ``mqtts://host`` (TLS, port 8883)."""
-    parts = urlsplit(url)
+    """``mqtt://user:pass@host:1883`` or ``mqtts://host`` (TLS, port 8883). Errors show
+    the URL without its password."""
+    shown = redact(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(f"broker URL {shown!r} is not a URL") from None
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
+        raise ValueError(f"broker URL {shown!r} must start with mqtt:// or mqtts://")
     if not parts.hostname:
-        raise ValueError(f"broker URL {url!r} has no host")
+        raise ValueError(f"broker URL {shown!r} has no host")
     tls = parts.scheme == "mqtts"
     try:
         port = parts.port or (8883 if tls else 1883)
     except ValueError:
-        raise ValueError(f"broker URL {url!r} has a bad port") from None
+        raise ValueError(f"broker URL {shown!r} has a bad port") from None
     return BrokerAddress(
         host=parts.hostname,
         port=port,
@@ -310,15 +328,15 @@ def load_config(
 
     overrides = {name: environ[name] for name in _ENV if environ.get(name, "").strip()}
     for name, text in overrides.items():
-        path, parse = _ENV[name]
+        keys, parse = _ENV[name]
         merged = msgspec.to_builtins(config)
         target = merged
-        for part in path[:-1]:
+        for part in keys[:-1]:
             target = target[part]
-        target[path[-1]] = parse(text.strip())
+        target[keys[-1]] = parse(text.strip())
         try:
             config = msgspec.convert(merged, Config, strict=False)
         except msgspec.ValidationError as exc:
             message = str(exc).partition(" - at `$")[0]
-            raise ConfigError(f"{name}={text!r}: {message}") from None
+            raise ConfigError(f"{name}={redact(text)!r}: {redact(message)}") from None
     return config

@@ -35,14 +35,15 @@ class RejectLog:
 
     def note(self, kind: str, reason: str) -> None:
         """One bad input of ``kind``; ``reason`` is one line (it names the topic)."""
-        self.counts[kind] += 1
         now = self.clock()
         started = self._window_start.get(kind)
         if started is not None and now - started < self.window_s:
+            self.counts[kind] += 1
             self._suppressed[kind] += 1
             self._schedule_flush(started + self.window_s - now)
             return
         self._report(kind)  # what the last window held back, before the new line
+        self.counts[kind] += 1
         self._window_start[kind] = now
         self.logger.warning("bad %s %s ignored: %s", kind, self.what, reason)
 

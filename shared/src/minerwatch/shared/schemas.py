@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import msgspec
 
@@ -126,7 +126,7 @@ def finite(value: float | None) -> float | None:
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
-_decoders: dict[type, msgspec.json.Decoder] = {}
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
 
 def encode(message: msgspec.Struct) -> bytes:
@@ -138,4 +138,4 @@ def decode(payload: bytes | str, kind: type[T]) -> T:
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
-    return decoder.decode(payload)
+    return cast(T, decoder.decode(payload))
