@@ -18,7 +18,7 @@ import pytest
 
 from minerwatch.shared.config import Config, MqttConfig, StoreConfig
 from minerwatch.shared.mqtt.client import Client, MqttError
-from minerwatch.store.__main__ import store_link, topic_filters
+from minerwatch.store.consumer import store_link, topic_filters
 
 ROOT = Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -1,6 +1,9 @@
 """The asyncio MQTT v5 ``Client`` against a real Mosquitto (aiomqtt as the independent peer)
 and against fake servers on 127.0.0.1 that misbehave on purpose: late acknowledgement with
-persistent sessions, receive maximum, the Will, keep-alive, errors, split TCP chunks."""
+persistent sessions, receive maximum, the Will, keep-alive, errors, split TCP chunks; and
+MQTT 5 strictness: QoS 2 refused, SUBACK/UNSUBACK counts, DISCONNECT with a reason code
+on the broker's protocol errors, the CONNACK's limits (receive maximum, maximum packet
+size, maximum QoS, retain available) honoured with ``publish_nowait``."""
 
 from __future__ import annotations
 
@@ -16,7 +19,14 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 
-from minerwatch.shared.mqtt.client import Client, Message, MqttError, Subscription, Will
+from minerwatch.shared.mqtt.client import (
+    BrokerLimitError,
+    Client,
+    Message,
+    MqttError,
+    Subscription,
+    Will,
+)
 
 HOST = "127.0.0.1"
 CONNACK = b"\x20\x03\x00\x00\x00"  # session not present, success, no properties
@@ -675,3 +685,287 @@ async def test_many_messages_in_random_chunks_arrive_complete_and_in_order() -> 
     assert [m.properties for m in got[::11]] == [{"user_property": [("k", "v")]}] * 91
     assert acked == qos1_ids
     assert client.reads > 100  # the boundaries really fell in many places
+
+
+# --- MQTT 5 strictness: what the client refuses to send ---------------------------------
+
+
+def connack(properties: bytes = b"") -> bytes:
+    """CONNACK, session not present, success, with these properties (already encoded)."""
+    return packet(0x20, b"\x00\x00" + VariableByteIntegers.encode(len(properties)) + properties)
+
+
+async def record_until_closed(reader: asyncio.StreamReader,
+                              seen: list[tuple[int, bytes]]) -> None:
+    """Append every packet the client sends to ``seen`` until it closes the connection."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            seen.append(await read_packet(reader))
+
+
+async def test_a_qos2_subscription_is_refused_before_anything_is_sent() -> None:
+    seen: list[tuple[int, bytes]] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(CONNACK)
+        await record_until_closed(reader, seen)
+
+    async with fake_broker(record) as port:
+        async with Client(HOST, port) as client:
+            with pytest.raises(ValueError, match="QoS 2"):
+                await client.subscribe(["ok/#", Subscription("two/#", qos=2)])
+            assert client.connected
+        await wait_until(lambda: bool(seen))
+    assert [first for first, _ in seen] == [0xE0]  # no SUBSCRIBE went out: only DISCONNECT
+
+
+def will_publish(will: Will) -> tuple[int, bytes]:
+    """The (first byte, body start) of the client's own copy of its Will: QoS 1, retained."""
+    return 0x30 | will.qos << 1 | will.retain, mqtt_string(will.topic)
+
+
+WILL = Will("svc/status", b"offline")
+
+
+def assert_left_with(seen: list[tuple[int, bytes]], reason: int) -> None:
+    """The client's last two packets: its Will (Mosquitto drops the broker's copy on
+    any DISCONNECT reason but 0x04), then DISCONNECT with ``reason`` and no properties."""
+    first, topic = will_publish(WILL)
+    assert len(seen) >= 2, seen
+    (will_first, will_body), last = seen[-2], seen[-1]
+    assert will_first == first and will_body.startswith(topic)
+    assert will_body.endswith(b"\x00" + WILL.payload)  # no properties, then the payload
+    assert last == (0xE0, bytes((reason, 0)))
+
+
+@pytest.mark.parametrize(
+    ("codes", "filters", "text"),
+    [
+        (b"\x01", ["a", "b"], "SUBACK with 1 reason code(s) for 2 filter(s)"),
+        (b"\x01\x01\x01", ["a", "b"], "SUBACK with 3 reason code(s) for 2 filter(s)"),
+        (b"\x01\x01", ["a", Subscription("b", qos=0)], "SUBACK grants QoS 1 to 'b' (asked for "
+                                                        "QoS 0)"),
+    ],
+)
+async def test_a_suback_that_does_not_fit_the_request_ends_with_disconnect_0x82(
+        codes: bytes, filters: list[str | Subscription], text: str) -> None:
+    seen: list[tuple[int, bytes]] = []
+
+    async def bad_suback(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(CONNACK)
+        first, body = await read_packet(reader)
+        assert first == 0x82
+        writer.write(packet(0x90, body[:2] + b"\x00" + codes))
+        await record_until_closed(reader, seen)
+
+    async with fake_broker(bad_suback) as port, Client(HOST, port, will=WILL) as client:
+        with pytest.raises(MqttError) as caught:
+            await client.subscribe(filters)
+        assert one_line(caught.value) == f"protocol error from the broker: {text}"
+        assert not client.connected
+    assert_left_with(seen, 0x82)
+
+
+async def test_an_unsuback_with_the_wrong_count_ends_with_disconnect_0x82() -> None:
+    seen: list[tuple[int, bytes]] = []
+
+    async def bad_unsuback(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(CONNACK)
+        first, body = await read_packet(reader)
+        assert first == 0xA2
+        writer.write(packet(0xB0, body[:2] + b"\x00\x00"))  # one code for three filters
+        await record_until_closed(reader, seen)
+
+    async with fake_broker(bad_unsuback) as port, Client(HOST, port, will=WILL) as client:
+        with pytest.raises(MqttError) as caught:
+            await client.unsubscribe(["a", "b", "c"])
+    assert one_line(caught.value) == (
+        "protocol error from the broker: UNSUBACK with 1 reason code(s) for 3 filter(s)")
+    assert_left_with(seen, 0x82)
+
+
+async def test_a_refused_unsubscribe_names_the_filter_and_0x11_is_not_a_refusal() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(CONNACK)
+        _, body = await read_packet(reader)
+        writer.write(packet(0xB0, body[:2] + b"\x00\x11\x00"))  # none existed; success
+        _, body = await read_packet(reader)
+        writer.write(packet(0xB0, body[:2] + b"\x00\x00\x87"))
+        await reader.read()
+
+    async with fake_broker(answer) as port, Client(HOST, port) as client:
+        await client.unsubscribe(["a", "b"])
+        with pytest.raises(MqttError) as caught:
+            await client.unsubscribe(["a", "secret/#"])
+        assert one_line(caught.value) == "unsubscribe refused: 'secret/#': 0x87 not authorized"
+        assert client.connected
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "text"),
+    [
+        (packet(0x30, b"\x00\x02\xff\xfe\x00"), 0x81, "string is not UTF-8"),
+        # topic alias 1 in the properties: never allowed (no Topic Alias Maximum sent)
+        (packet(0x30, mqtt_string("t") + b"\x03\x23\x00\x01" + b"x"), 0x94,
+         "PUBLISH with a topic alias, which this client never allows"),
+        (packet(0x30, mqtt_string("t") + b"\x00" + b"x" * 2000), 0x95,
+         "a packet of 2007 bytes, over the maximum of 1024"),
+        (packet(0x34, mqtt_string("t") + b"\x00\x07\x00x"), 0x82,
+         "PUBLISH at QoS 2, which this client never subscribes to"),
+        (packet(0x80 | 0x2, b"\x00\x01\x00"), 0x82, "unexpected packet type 8 from the broker"),
+        (connack(), 0x82, "unexpected packet type 2 from the broker"),  # a second CONNACK
+    ],
+)
+async def test_a_protocol_error_of_the_broker_is_answered_with_disconnect_and_reason(
+        bad: bytes, reason: int, text: str) -> None:
+    seen: list[tuple[int, bytes]] = []
+
+    async def send_bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(CONNACK)
+        writer.write(packet(0x30, mqtt_string("t/ok") + b"\x00" + b"fine") + bad)
+        await record_until_closed(reader, seen)
+
+    async with fake_broker(send_bad) as port, Client(HOST, port, will=WILL,
+                                                      max_packet_size=1024) as client:
+        assert (await next_message(client)).payload == b"fine"
+        with pytest.raises(MqttError) as caught:
+            await next_message(client)
+        assert not client.connected
+        assert await client.wait_closed() is caught.value
+    assert one_line(caught.value) == f"malformed packet from the broker: {text}"
+    assert_left_with(seen, reason)
+
+
+@pytest.mark.parametrize(
+    ("properties", "text"),
+    [
+        (b"\x21\x00\x00", "CONNACK with a receive maximum of 0"),
+        (b"\x24\x02", "CONNACK with maximum QoS 2"),
+        (b"\x25\x07", "CONNACK with retain available 7"),
+        (b"\x27\x00\x00\x00\x00", "CONNACK with a maximum packet size of 0"),
+    ],
+)
+async def test_a_connack_with_forbidden_limits_fails_the_connect_with_0x82(
+        properties: bytes, text: str) -> None:
+    seen: list[tuple[int, bytes]] = []
+
+    async def bad_connack(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(connack(properties))
+        await record_until_closed(reader, seen)
+
+    async with fake_broker(bad_connack) as port:
+        client = Client(HOST, port, will=WILL)
+        with pytest.raises(MqttError) as caught:
+            await client.connect()
+        await wait_until(lambda: len(seen) >= 2)
+    assert one_line(caught.value) == f"protocol error from the broker: {text}"
+    assert_left_with(seen, 0x82)
+
+
+# --- the broker's CONNACK limits -------------------------------------------------------------
+
+
+def puback(packet_id: int, reason: int | None = None) -> bytes:
+    code = b"" if reason is None else bytes((reason,))
+    return packet(0x40, packet_id.to_bytes(2, "big") + code)
+
+
+async def test_send_quota_follows_the_receive_maximum_and_puback_settles() -> None:
+    published: list[int] = []
+    release: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def window_of_three(reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+        writer.write(connack(b"\x21\x00\x03"))  # receive maximum 3
+        while True:
+            reading = asyncio.ensure_future(read_packet(reader))
+            releasing = asyncio.ensure_future(release.get())
+            done, _ = await asyncio.wait((reading, releasing),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in (reading, releasing):
+                if task not in done:
+                    task.cancel()
+            if releasing in done:
+                writer.write(releasing.result())
+            if reading in done:
+                first, body = reading.result()
+                if first >> 4 == 3:
+                    published.append(int.from_bytes(body[5:7], "big"))  # after "t/n"
+                elif first == 0xE0:
+                    return
+
+    async with fake_broker(window_of_three) as port, Client(HOST, port) as client:
+        settled: list[Any] = []
+        client.on_settled = settled.append
+        assert client.limits.receive_maximum == 3
+        assert client.send_quota == 3
+        deliveries = [client.publish_nowait(f"t/{i}", b"%d" % i) for i in range(3)]
+        assert client.send_quota == 0
+        with pytest.raises(BrokerLimitError, match="Receive Maximum"):
+            client.publish_nowait("t/3", b"3")
+        await wait_until(lambda: len(published) == 3)
+        assert published == [d.packet_id for d in deliveries]
+        assert not any(d.settled for d in deliveries)
+
+        # The broker answers the second one (refused) and then the first one.
+        await release.put(puback(deliveries[1].packet_id, 0x87))
+        await release.put(puback(deliveries[0].packet_id))
+        await wait_until(lambda: len(settled) == 2)
+        assert settled == [deliveries[1], deliveries[0]]
+        assert (deliveries[1].refused, deliveries[0].refused) == (True, False)
+        assert deliveries[0].reason == 0 and not deliveries[2].settled
+        assert client.send_quota == 2
+
+        # An awaited publish waits for room while the window is full.
+        client.publish_nowait("t/4", b"4")
+        client.publish_nowait("t/5", b"5")
+        waiting = asyncio.create_task(client.publish("t/6", b"6"))
+        await wait_until(lambda: len(published) == 5)
+        assert await stays_true(lambda: len(published) == 5, 0.3)
+        await release.put(puback(deliveries[2].packet_id))
+        await wait_until(lambda: len(published) == 6)
+        assert not waiting.done()
+        await release.put(puback(published[-1]))
+        async with asyncio.timeout(5):
+            await waiting
+    assert len(published) == 6  # never a fourth unsettled one on the wire
+
+
+async def test_what_the_broker_cannot_take_is_refused_before_sending() -> None:
+    seen: list[tuple[int, bytes]] = []
+
+    async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # maximum packet size 100, maximum QoS 0, retain not available
+        writer.write(connack(b"\x27\x00\x00\x00\x64" + b"\x24\x00" + b"\x25\x00"))
+        await record_until_closed(reader, seen)
+
+    async with fake_broker(limited) as port, Client(HOST, port) as client:
+        with pytest.raises(BrokerLimitError) as caught:
+            await client.publish("t", b"x" * 200, qos=0)
+        assert one_line(caught.value) == (
+            "publish to 't' refused: a packet of 207 bytes, over the broker's maximum of 100")
+        with pytest.raises(BrokerLimitError, match="takes QoS 0 at most"):
+            await client.publish("t", b"x", qos=1)
+        with pytest.raises(BrokerLimitError, match="takes QoS 0 at most"):
+            client.publish_nowait("t", b"x")
+        with pytest.raises(BrokerLimitError, match=r"no retained messages \(Retain Available 0"):
+            await client.publish("t", b"x", qos=0, retain=True)
+        assert client.connected
+        await client.publish("t", b"fits", qos=0)
+    assert [first for first, _ in seen] == [0x30, 0xE0]  # only what fits went out
+    assert seen[0][1].endswith(b"fits")
+
+
+async def test_wait_closed_returns_when_the_broker_goes() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(CONNACK)
+        await asyncio.sleep(0.2)
+
+    async with fake_broker(hang_up) as port, Client(HOST, port) as client:
+        delivery = client.publish_nowait("t", b"x")
+        async with asyncio.timeout(5):
+            error = await client.wait_closed()
+        assert f"connection to {HOST}:{port} lost" in one_line(error)
+        assert not delivery.settled and client.send_quota == 0
+        with pytest.raises(MqttError):
+            client.publish_nowait("t", b"y")

@@ -452,3 +452,37 @@ def test_reason_names_agree_with_paho(code: int) -> None:
         except (KeyError, ValueError):
             continue  # not a reason code of that packet type
     assert p.REASONS[code].lower() in names
+
+
+# --- what a CONNACK allows -----------------------------------------------------------------
+
+
+def test_server_limits_defaults_and_values() -> None:
+    # Section 3.2.2.3: an absent property means no limit beyond the protocol's.
+    assert p.server_limits({}) == p.ServerLimits(65535, 2, True, None)
+    connack = p.parse_connack(b"\x00\x00\x0c" + b"\x21\x00\x14" + b"\x24\x00" + b"\x25\x00"
+                              + b"\x27\x00\x10\x00\x00")
+    assert p.server_limits(connack.properties) == p.ServerLimits(20, 0, False, 1 << 20)
+
+
+@pytest.mark.parametrize("properties", [
+    {"receive_maximum": 0}, {"maximum_qos": 2}, {"maximum_qos": 3},
+    {"retain_available": 2}, {"maximum_packet_size": 0},
+])
+def test_server_limits_refuses_what_the_standard_forbids(properties: dict[str, int]) -> None:
+    with pytest.raises(MalformedPacket) as caught:
+        p.server_limits(properties)
+    assert caught.value.reason == p.PROTOCOL_ERROR
+
+
+def test_malformed_packets_carry_the_reason_code_to_disconnect_with() -> None:
+    with pytest.raises(MalformedPacket) as caught:
+        p.split_packet(p.publish("t", b"x" * 100), 0, 50)
+    assert caught.value.reason == p.PACKET_TOO_LARGE == 0x95
+    with pytest.raises(MalformedPacket) as caught:
+        p.parse_publish(0x30, s("t") + b"\x03\x23\x00\x01")
+    assert caught.value.reason == p.TOPIC_ALIAS_INVALID == 0x94
+    with pytest.raises(MalformedPacket) as caught:
+        p.parse_publish(0x30, b"\x00\x02\xff\xfe\x00")
+    assert caught.value.reason == p.MALFORMED == 0x81
+    assert p.disconnect(p.DISCONNECT_WITH_WILL) == b"\xe0\x02\x04\x00"

@@ -1,13 +1,24 @@
-"""minerwatch's MQTT interface: one client protocol, two clients, one reconnecting link.
+"""minerwatch's MQTT: one client interface, two clients behind it, one reconnecting link.
 
-- ``protocol``: ``MqttClient``, the interface every session is written against, with
-  ``Delivery`` (a pipelined publish) and ``MqttError``.
-- ``client``: the lean MQTT v5 client (store, collector); ``packets``: its codec.
+Start here:
+
+- ``protocol``: ``MqttClient``, the interface every session is written against
+  (``publish``, ``publish_nowait`` -> ``Delivery``, ``subscribe``, ``messages``, ``ack``,
+  ``wait_closed``), and its errors ``MqttError`` (the connection) and
+  ``BrokerLimitError`` (a message the broker said it cannot take).
+- ``link``: ``MqttLink`` and ``PersistentLink``, which connect, announce the service
+  ``online``, run the session, reconnect with backoff, and make sure a service whose
+  session dies, stops or is killed is seen ``offline``.
+- ``client``: the lean MQTT v5 client (the store's acknowledged ingest, the collector's
+  pipelined publishing); ``packets``: its codec, pure functions over bytes.
 - ``aio``: the same interface over aiomqtt (alerts, api).
-- ``link``: ``MqttLink`` and ``PersistentLink``, which connect, announce the service,
-  reconnect with backoff and make sure a service that dies is seen ``offline``.
+
+A service writes ``async def session(client: MqttClient) -> None`` and runs
+``await MqttLink(config.mqtt, "name").run(session)``.
 """
 
+from minerwatch.shared.mqtt.aio import AiomqttClient
+from minerwatch.shared.mqtt.client import Client
 from minerwatch.shared.mqtt.link import (
     MAX_PACKET_SIZE,
     AckingSession,
@@ -17,11 +28,14 @@ from minerwatch.shared.mqtt.link import (
     publish,
 )
 from minerwatch.shared.mqtt.packets import Message, Subscription, Will
-from minerwatch.shared.mqtt.protocol import Delivery, MqttClient, MqttError
+from minerwatch.shared.mqtt.protocol import BrokerLimitError, Delivery, MqttClient, MqttError
 
 __all__ = [
     "MAX_PACKET_SIZE",
     "AckingSession",
+    "AiomqttClient",
+    "BrokerLimitError",
+    "Client",
     "Delivery",
     "Message",
     "MqttClient",

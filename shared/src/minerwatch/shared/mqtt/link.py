@@ -1,17 +1,37 @@
-"""The one reconnecting MQTT loop every service runs.
+"""The one reconnecting MQTT loop every service runs, and how a service is seen to die.
 
-``MqttLink.run(session)`` connects, announces the service as ``online`` (retained, with a
-Last Will of ``offline``), hands the connected client to ``session`` and, when the broker
-goes away, reconnects with exponential backoff and jitter and calls ``session`` again.
-Cancelling the task (SIGTERM/SIGINT through ``service.run_service``) publishes ``offline``
-before a clean disconnect, since a broker sends the Last Will only on an unclean one.
+``await link.run(session)`` connects, announces the service as ``online`` on
+``{base}/services/{service}/status`` (retained, QoS 1; the connection's Will says
+``offline``), calls ``session(client)`` with the connected client (``protocol.MqttClient``)
+and, when the session ends, decides:
 
-A service that must not lose messages (the store) runs a ``PersistentLink``: a fixed client
-id, a session the broker keeps, acknowledgement by the service once a message is safe
-and a receive maximum. The broker then keeps what is not acknowledged, redelivers it after
-a crash, and sends no more than ``receive_maximum`` unacknowledged QoS 1 messages at a
-time (MQTT v5 flow control). That link runs on ``mqtt_client.Client``, which is built
-for this; every other link on aiomqtt.
+- it raised (anything: a lost connection, a refused request, a bug): the service is made
+  ``offline`` at once (the lean client asks the broker for its Will with DISCONNECT 0x04,
+  the aiomqtt one publishes ``offline`` itself; a connection that is gone already left the
+  broker to publish the Will), the exception is logged (an MQTT one as one warning line,
+  anything else as an error with its traceback), and after a backoff with jitter the
+  session runs again on a new connection. The backoff restarts after a connection that
+  lasted longer than the longest delay, so a session that fails at once every time is
+  retried ever more slowly, up to ``reconnect_max_s``;
+- it was cancelled (SIGTERM/SIGINT through ``service.run_service``): ``offline`` is
+  published, then a clean disconnect, and the cancellation goes on;
+- it returned: ``offline`` too, a clean disconnect, and ``run`` returns.
+
+A service killed outright (SIGKILL, power) is made ``offline`` by the broker's Will: at
+once when the socket closes, within 1.5 keep-alives when the host vanished.
+
+Which client a session gets:
+
+- ``MqttLink(config, "alerts")``: aiomqtt through ``aio.AiomqttClient``;
+- ``MqttLink(config, "collector", lean=True)``: the lean ``client.Client`` (pipelined
+  ``publish_nowait``, the broker's limits honoured);
+- ``PersistentLink(config, "store", client_id=..., receive_maximum=...)``: the lean client
+  with a fixed client id and a session the broker keeps, acknowledgement by the service
+  once a message is safe, and a receive maximum. The broker then keeps what is not
+  acknowledged, redelivers it after a crash, and sends no more than ``receive_maximum``
+  unacknowledged QoS 1 messages at a time (MQTT v5 flow control).
+
+``link.connected`` is for health checks: whether a session's connection is up now.
 """
 
 from __future__ import annotations
@@ -19,31 +39,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
-
-import aiomqtt
+from typing import Generic, TypeVar
 
 from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.config import MqttConfig, parse_mqtt_url
-from minerwatch.shared.mqtt import client as mqtt_client
+from minerwatch.shared.errors import one_line
+from minerwatch.shared.mqtt.aio import AiomqttClient
+from minerwatch.shared.mqtt.client import Client
+from minerwatch.shared.mqtt.packets import Will
+from minerwatch.shared.mqtt.protocol import MqttClient, MqttError
 from minerwatch.shared.topics import service_status_topic
 
 log = logging.getLogger("minerwatch.mqtt")
 
-Session = Callable[[aiomqtt.Client], Awaitable[None]]
-#: What a ``PersistentLink`` runs on each connection.
-AckingSession = Callable[[mqtt_client.Client], Awaitable[None]]
-#: Either client: both publish with ``publish(topic, payload, qos=, retain=)``.
-AnyClient = aiomqtt.Client | mqtt_client.Client
+#: What an ``MqttLink`` runs on each connection.
+Session = Callable[[MqttClient], Awaitable[None]]
+#: What a ``PersistentLink`` runs on each connection: the lean client itself.
+AckingSession = Callable[[Client], Awaitable[None]]
+
+#: The largest message a lean link takes; the broker drops larger ones for it.
+#: Every payload of ours is a few KB at most.
+MAX_PACKET_SIZE = 1 << 20
+#: How long announcing ``offline`` on the way out may take.
+OFFLINE_WAIT_S = 2.0
+
+ClientT = TypeVar("ClientT", bound=Client | AiomqttClient)
 
 
 async def publish(
-    client: AnyClient, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True
+    client: MqttClient, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True
 ) -> None:
-    """``client.publish`` that never swallows a cancellation.
+    """``client.publish``, retained by default, that never swallows a cancellation.
 
-    On Python 3.11, ``asyncio.wait_for`` (inside aiomqtt's publish) drops a cancel that lands
-    as the broker's acknowledgement arrives, which would leave a SIGTERMed service running.
+    On Python 3.11, ``asyncio.wait_for`` drops a cancel that lands as the awaited result
+    arrives, which would leave a SIGTERMed service running. Both clients are safe from
+    that now; this stays for the sessions that call it.
     """
     await client.publish(topic, payload, qos=qos, retain=retain)
     task = asyncio.current_task()
@@ -51,90 +83,110 @@ async def publish(
         raise asyncio.CancelledError
 
 
-class MqttLink:
-    """A service's connection to the broker; ``connected`` is readable for health checks."""
+class _Link(Generic[ClientT]):
+    """The loop itself; the subclasses say which client each connection gets."""
 
-    def __init__(
-        self,
-        config: MqttConfig,
-        service: str,
-        *,
-        client_id: str | None = None,
-        max_inflight: int | None = None,
-    ) -> None:
+    def __init__(self, config: MqttConfig, service: str, *,
+                 client_id: str | None = None) -> None:
         self.config = config
         self.service = service
         self.base = config.base_topic
         self.address = parse_mqtt_url(config.url)
         self.client_id = client_id
-        #: paho's own cap on unacknowledged outgoing QoS 1 messages (default 20; 0: none),
-        #: for publishers that keep a cheaper bound of their own.
-        self.max_inflight = max_inflight
         self.status_topic = service_status_topic(self.base, service)
-        self.connected = False
+        self.will = Will(self.status_topic, b"offline", qos=1, retain=True)
+        self._current: ClientT | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session's connection is up now (health checks)."""
+        return self._current is not None and self._current.connected
 
     def _tls(self) -> ssl.SSLContext | None:
         return ssl.create_default_context() if self.address.tls else None
 
-    def _client(self) -> AnyClient:
+    def _client(self) -> ClientT:
         """A new, unconnected client, used as ``async with``."""
-        return aiomqtt.Client(
-            self.address.host,
-            self.address.port,
-            username=self.address.username,
-            password=self.address.password,
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=True,
-            keepalive=self.config.keepalive_s,
-            timeout=10,
-            will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
-            tls_context=self._tls(),
-            max_inflight_messages=self.max_inflight,
-        )
+        raise NotImplementedError
 
-    async def run(self, session: Session | AckingSession) -> None:
-        """Keep a session running until it returns or the task is cancelled."""
-        next_delay = backoff_delays(self.config.reconnect_min_s, self.config.reconnect_max_s)
+    async def run(self, session: Callable[[ClientT], Awaitable[None]]) -> None:
+        """Keep ``session`` running until it returns or the task is cancelled."""
+        config = self.config
+        next_delay = backoff_delays(config.reconnect_min_s, config.reconnect_max_s)
         where = f"{self.address.host}:{self.address.port}"
         while True:
+            connected_at: float | None = None
             try:
-                async with self._client() as client:
-                    self.connected = True
-                    next_delay = backoff_delays(
-                        self.config.reconnect_min_s, self.config.reconnect_max_s
-                    )
+                client = self._client()
+                async with client:
+                    connected_at = time.monotonic()
+                    self._current = client
                     log.info("%s connected to broker %s", self.service, where)
                     try:
                         await publish(client, self.status_topic, b"online")
                         await session(client)
-                        return
                     except asyncio.CancelledError:
                         await self._say_offline(client)
                         raise
-            except (aiomqtt.MqttError, mqtt_client.MqttError) as exc:
-                delay = next_delay()
-                log.warning("%s: broker %s unavailable (%s); retrying in %.1f s",
-                            self.service, where, exc, delay)
+                    except BaseException:
+                        # A failed session leaves like a crashed one: with the Will.
+                        await client.disconnect(with_will=True)
+                        raise
+                    await self._say_offline(client)
+                    return
+            except MqttError as exc:
+                failure = (f"broker {where} unavailable ({one_line(exc)})" if connected_at is None
+                           else f"session with broker {where} ended ({one_line(exc)})")
+                error: BaseException | None = None
+            except Exception as exc:
+                failure = f"session failed: {type(exc).__name__}: {one_line(exc)}"
+                error = exc
             finally:
-                self.connected = False
+                self._current = None
+            if connected_at is not None and (
+                    time.monotonic() - connected_at > config.reconnect_max_s):
+                next_delay = backoff_delays(config.reconnect_min_s, config.reconnect_max_s)
+            delay = next_delay()
+            if error is None:
+                log.warning("%s: %s; retrying in %.1f s", self.service, failure, delay)
+            else:
+                log.error("%s: %s; retrying in %.1f s", self.service, failure, delay,
+                          exc_info=error)
             await asyncio.sleep(delay)
 
-    async def _say_offline(self, client: AnyClient) -> None:
+    async def _say_offline(self, client: ClientT) -> None:
         try:
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(OFFLINE_WAIT_S):
                 await client.publish(self.status_topic, b"offline", qos=1, retain=True)
-        except (aiomqtt.MqttError, mqtt_client.MqttError, TimeoutError):
-            pass  # the broker will publish the Last Will instead
+        except (MqttError, TimeoutError):
+            pass  # the connection is gone: the broker publishes the Will instead
 
 
-#: The largest message a ``PersistentLink`` takes; the broker drops larger ones for it.
-#: Every payload of ours is a few KB at most.
-MAX_PACKET_SIZE = 1 << 20
+class MqttLink(_Link[Client | AiomqttClient]):
+    """A service's connection to the broker: aiomqtt, or the lean client with
+    ``lean=True`` (pipelined publishing: ``publish_nowait``, ``send_quota``)."""
+
+    def __init__(self, config: MqttConfig, service: str, *, client_id: str | None = None,
+                 lean: bool = False) -> None:
+        super().__init__(config, service, client_id=client_id)
+        self.lean = lean
+
+    def _client(self) -> Client | AiomqttClient:
+        address = self.address
+        if self.lean:
+            return Client(
+                address.host, address.port, client_id=self.client_id,
+                username=address.username, password=address.password,
+                tls_context=self._tls(), keepalive_s=self.config.keepalive_s,
+                clean_start=True, will=self.will, max_packet_size=MAX_PACKET_SIZE)
+        return AiomqttClient(
+            address.host, address.port, client_id=self.client_id,
+            username=address.username, password=address.password,
+            tls_context=self._tls(), keepalive_s=self.config.keepalive_s, will=self.will)
 
 
-class PersistentLink(MqttLink):
-    """The link of a subscriber that must not lose a message.
+class PersistentLink(_Link[Client]):
+    """The link of a subscriber that must not lose a message (the store).
 
     A fixed client id and a session the broker keeps for ``session_expiry_s`` while the
     service is away; the session acknowledges each QoS 1 message itself, with
@@ -148,18 +200,12 @@ class PersistentLink(MqttLink):
         self.receive_maximum = receive_maximum
         self.session_expiry_s = session_expiry_s
 
-    def _client(self) -> mqtt_client.Client:
-        return mqtt_client.Client(
-            self.address.host,
-            self.address.port,
-            client_id=self.client_id,
-            username=self.address.username,
-            password=self.address.password,
-            tls_context=self._tls(),
-            keepalive_s=self.config.keepalive_s,
-            clean_start=False,
-            session_expiry_s=self.session_expiry_s,
-            receive_maximum=self.receive_maximum,
-            will=mqtt_client.Will(self.status_topic, b"offline", qos=1, retain=True),
-            max_packet_size=MAX_PACKET_SIZE,
-        )
+    def _client(self) -> Client:
+        address = self.address
+        return Client(
+            address.host, address.port, client_id=self.client_id,
+            username=address.username, password=address.password,
+            tls_context=self._tls(), keepalive_s=self.config.keepalive_s,
+            clean_start=False, session_expiry_s=self.session_expiry_s,
+            receive_maximum=self.receive_maximum, will=self.will,
+            max_packet_size=MAX_PACKET_SIZE)

@@ -1,10 +1,13 @@
-"""MQTT v5 packets: encoding what a subscribing client sends, decoding what it receives.
+"""MQTT v5 packets: encoding what a client sends, decoding what it receives.
 
 Pure functions over bytes, no I/O: ``mqtt.client`` puts them on a socket. Only what a
 client needs is here (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PUBLISH both ways, PUBACK both ways,
-PINGREQ, DISCONNECT; CONNACK, SUBACK, UNSUBACK, PINGRESP, DISCONNECT from the server).
-Anything malformed raises ``MalformedPacket`` with a one-line reason. Numbers and layouts
-follow the OASIS MQTT 5.0 standard, section 2 (packet format) and 3 (packets).
+PINGREQ, DISCONNECT; CONNACK, SUBACK, UNSUBACK, PINGRESP, DISCONNECT from the server), and
+``server_limits`` to read what a CONNACK allows. Anything malformed raises
+``MalformedPacket`` with a one-line reason and the reason code a client closes the
+connection with (0x81 malformed, 0x82 protocol error, 0x94 topic alias invalid, 0x95
+packet too large). Numbers and layouts follow the OASIS MQTT 5.0 standard, section 2
+(packet format) and 3 (packets).
 """
 
 from __future__ import annotations
@@ -22,8 +25,19 @@ PINGREQ_PACKET = b"\xc0\x00"
 MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable byte integer
 
 
+#: Reason codes a client sends in its DISCONNECT when it closes on the server's error.
+MALFORMED, PROTOCOL_ERROR, TOPIC_ALIAS_INVALID, PACKET_TOO_LARGE = 0x81, 0x82, 0x94, 0x95
+#: DISCONNECT reason that asks the server to publish the Will (section 3.14.2.1).
+DISCONNECT_WITH_WILL = 0x04
+
+
 class MalformedPacket(ValueError):
-    """Bytes that are not a valid MQTT v5 packet."""
+    """Bytes that are not a valid MQTT v5 packet, or a packet the server must not send;
+    ``reason`` is the DISCONNECT reason code that says which."""
+
+    def __init__(self, text: str, reason: int = MALFORMED) -> None:
+        super().__init__(text)
+        self.reason = reason
 
 
 # --- properties ----------------------------------------------------------------------
@@ -315,7 +329,9 @@ def puback(packet_id: int) -> bytes:
 
 
 def disconnect(reason: int = 0) -> bytes:
-    """DISCONNECT; reason 0 (normal) tells the broker not to send the Will."""
+    """DISCONNECT; reason 0 (normal) tells the broker not to send the Will, 0x04 asks for
+    it. Mosquitto 2.0 drops the Will on every other reason too (the standard says it
+    should publish it), which is why ``client`` publishes it itself before those."""
     return b"\xe0\x00" if reason == 0 else _packet(DISCONNECT << 4, bytes((reason, 0)))
 
 
@@ -334,7 +350,8 @@ def split_packet(buffer: bytes | bytearray, pos: int = 0,
     length, start = found
     end = start + length
     if max_size is not None and end - pos > max_size:
-        raise MalformedPacket(f"a packet of {end - pos} bytes, over the maximum of {max_size}")
+        raise MalformedPacket(f"a packet of {end - pos} bytes, over the maximum of {max_size}",
+                              PACKET_TOO_LARGE)
     if end > len(buffer):
         return None
     return buffer[pos], start, end
@@ -371,7 +388,8 @@ def parse_publish(first_byte: int, body: bytes) -> Message:
     else:
         properties = reader.properties()
         if "topic_alias" in properties:
-            raise MalformedPacket("PUBLISH with a topic alias, which this client never allows")
+            raise MalformedPacket("PUBLISH with a topic alias, which this client never allows",
+                                  TOPIC_ALIAS_INVALID)
     if not topic:
         raise MalformedPacket("PUBLISH without a topic")
     return Message(topic, reader.rest(), qos, bool(first_byte & 0x01), packet_id,
@@ -383,6 +401,37 @@ class Connack:
     session_present: bool
     reason: int
     properties: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What a CONNACK says the server takes from this client (section 3.2.2.3); each an
+    absent property's default."""
+
+    receive_maximum: int = 65535  # unacknowledged QoS 1 and 2 PUBLISHes at once
+    maximum_qos: int = 2
+    retain_available: bool = True
+    maximum_packet_size: int | None = None  # None: no limit beyond the protocol's
+
+
+def server_limits(properties: dict[str, Any]) -> ServerLimits:
+    """The limits in a CONNACK's properties; MalformedPacket (protocol error) for values
+    the standard forbids."""
+    receive_maximum = properties.get("receive_maximum", 65535)
+    maximum_qos = properties.get("maximum_qos", 2)
+    retain_available = properties.get("retain_available", 1)
+    maximum_packet_size = properties.get("maximum_packet_size")
+    if receive_maximum == 0:
+        raise MalformedPacket("CONNACK with a receive maximum of 0", PROTOCOL_ERROR)
+    if maximum_qos not in (0, 1) and "maximum_qos" in properties:
+        raise MalformedPacket(f"CONNACK with maximum QoS {maximum_qos}", PROTOCOL_ERROR)
+    if retain_available not in (0, 1):
+        raise MalformedPacket(f"CONNACK with retain available {retain_available}",
+                              PROTOCOL_ERROR)
+    if maximum_packet_size == 0:
+        raise MalformedPacket("CONNACK with a maximum packet size of 0", PROTOCOL_ERROR)
+    return ServerLimits(receive_maximum, maximum_qos, bool(retain_available),
+                        maximum_packet_size)
 
 
 def parse_connack(body: bytes) -> Connack:
