@@ -23,6 +23,9 @@ from minerwatch.shared.topics import is_miner_id
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 TopicLevel = Annotated[str, msgspec.Meta(pattern=r"^[^/#+]+$")]
+#: A rule name: one topic level the decoder accepts (``topics.parse_topic``): printable,
+#: no wildcards, at most 128 characters.
+RuleName = Annotated[str, msgspec.Meta(pattern=r"^[^/#+\x00-\x1f]{1,128}$")]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 DRIVERS = ("axeos", "cgminer")
@@ -158,7 +161,7 @@ class RuleConfig(_Section, kw_only=True):
     hysteresis band. After firing, the same (miner, rule) cannot fire again until
     ``cooldown_s`` has passed; resolves are always published."""
 
-    name: TopicLevel
+    name: RuleName
     field: str
     op: Op = ">"
     threshold: float

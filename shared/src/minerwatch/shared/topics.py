@@ -12,7 +12,7 @@ A miner id is one topic level of ``[a-z0-9_-]`` (at most 64 characters).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 MINER_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -39,10 +39,20 @@ class TopicSpec:
     description: str
     retained: bool = True
     qos: int = 1
+    #: The template's levels after ``{base}``, split once (routing reads them per message).
+    levels: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def levels(self) -> tuple[str, ...]:
-        return tuple(self.template.split("/")[1:])  # after "{base}"
+    #: (position, literal) and (position, parameter) of the levels, for ``parse``.
+    _literals: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
+    _params: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        levels = tuple(self.template.split("/")[1:])
+        object.__setattr__(self, "levels", levels)
+        object.__setattr__(self, "_literals", tuple(
+            (i, level) for i, level in enumerate(levels) if not level.startswith("{")))
+        object.__setattr__(self, "_params", tuple(
+            (i, level[1:-1]) for i, level in enumerate(levels) if level.startswith("{")))
 
     def topic(self, base: str, **params: str) -> str:
         """The topic of one instance: ``SAMPLE.topic("minerwatch", miner_id="s19")``."""
@@ -57,16 +67,16 @@ class TopicSpec:
         """The parameters of a topic's levels (after the base), or None if they do not fit."""
         if len(levels) != len(self.levels):
             return None
-        params: dict[str, str] = {}
-        for want, got in zip(self.levels, levels, strict=True):
-            if want.startswith("{"):
-                key = want[1:-1]
-                valid = is_miner_id(got) if key == "miner_id" else bool(_NAME_RE.match(got))
-                if not valid:
-                    return None
-                params[key] = got
-            elif want != got:
+        for index, literal in self._literals:
+            if levels[index] != literal:
                 return None
+        params: dict[str, str] = {}
+        for index, key in self._params:
+            got = levels[index]
+            pattern = MINER_ID_RE if key == "miner_id" else _NAME_RE
+            if pattern.match(got) is None:
+                return None
+            params[key] = got
         return params
 
 
@@ -89,6 +99,11 @@ SERVICE = TopicSpec(
 #: The registry: every topic minerwatch publishes.
 TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, ALERT, SERVICE)
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
+#: Specs by (first level, number of levels): routing looks at one or two, not all.
+_BY_SHAPE: dict[tuple[str, int], tuple[TopicSpec, ...]] = {}
+for _spec in TOPICS:
+    _shape = (_spec.levels[0], len(_spec.levels))
+    _BY_SHAPE[_shape] = (*_BY_SHAPE.get(_shape, ()), _spec)
 
 
 def is_miner_id(text: str) -> bool:
@@ -146,18 +161,27 @@ class ParsedTopic:
         return BY_NAME[self.kind]
 
 
-def parse_topic(base: str, topic: str) -> ParsedTopic | None:
-    """The meaning of a topic, or None when it is not one of ours (or malformed)."""
-    prefix = base + "/"
-    if not topic.startswith(prefix):
+def match_topic(base: str, topic: str) -> tuple[TopicSpec, str | None, str | None] | None:
+    """(spec, miner id, rule or service name) of a topic of ours, else None: the routing
+    step of every message, so it returns a plain tuple."""
+    start = len(base) + 1
+    if not topic.startswith(base) or topic[start - 1:start] != "/":
         return None
-    levels = topic[len(prefix):].split("/")
-    for spec in TOPICS:
+    levels = topic[start:].split("/")
+    for spec in _BY_SHAPE.get((levels[0], len(levels)), ()):
         params = spec.parse(levels)
         if params is not None:
-            return ParsedTopic(spec.name, params.get("miner_id"),
-                               params.get("rule") or params.get("service"))
+            return spec, params.get("miner_id"), params.get("rule") or params.get("service")
     return None
+
+
+def parse_topic(base: str, topic: str) -> ParsedTopic | None:
+    """The meaning of a topic, or None when it is not one of ours (or malformed)."""
+    found = match_topic(base, topic)
+    if found is None:
+        return None
+    spec, miner_id, name = found
+    return ParsedTopic(spec.name, miner_id, name)
 
 
 def topic_label(base: str, topic: str) -> str:
