@@ -15,6 +15,7 @@ from minerwatch.alerts.rules import (
     format_number,
     validate_rules,
 )
+from minerwatch.shared import fields
 from minerwatch.shared.config import ConfigError, RuleConfig, default_rules
 from minerwatch.shared.schemas import AlertEvent, Sample, format_ts
 
@@ -213,7 +214,32 @@ def test_restore_never_overrides_state_from_samples_nor_unknown_rules() -> None:
     assert [e.state for e in rules.evaluate(sample(10, temp_c=80))] == ["firing"]
 
 
+def test_rules_keep_state_for_at_most_max_miners() -> None:
+    rules = RuleSet([rule(for_s=0)], max_miners=2)
+    assert [e.miner_id for e in rules.evaluate(sample(0, "m1", temp_c=80))] == ["m1"]
+    assert rules.evaluate(sample(0, "m2", temp_c=60)) == []
+    # A third miner is not judged, nor restored; the known ones still are.
+    assert not rules.admits("m3")
+    assert rules.evaluate(sample(0, "m3", temp_c=90)) == []
+    third = firing_event(0)
+    third.miner_id = "m3"
+    assert not rules.restore(third)
+    assert [e.miner_id for e in rules.evaluate(sample(1, "m2", temp_c=80))] == ["m2"]
+    assert [e.state for e in rules.evaluate(sample(1, "m1", temp_c=60))] == ["resolved"]
+
+
+def test_a_restore_with_an_impossible_ts_leaves_no_state() -> None:
+    rules = RuleSet([rule(for_s=0)])
+    bad = firing_event(0)
+    bad.ts = "2026-13-45T99:00:00.000Z"
+    with pytest.raises(ValueError):
+        rules.restore(bad)
+    assert rules.admits("m1")
+    assert [e.state for e in rules.evaluate(sample(0, temp_c=80))] == ["firing"]
+
+
 def test_numeric_fields_are_the_numbers_of_a_sample() -> None:
+    assert NUMERIC_FIELDS == fields.NUMERIC_FIELDS  # the field descriptions decide
     assert "temp_c" in NUMERIC_FIELDS
     assert "uptime_s" in NUMERIC_FIELDS
     for not_numeric in ("schema", "miner_id", "ts", "fan_rpm", "pool_url", "is_mining"):

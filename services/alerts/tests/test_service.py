@@ -168,7 +168,7 @@ async def test_garbage_is_logged_once_and_never_kills_the_service(
         await client.publish(alert_topic(base_topic, MINER, "overheat"), b"{oops", qos=1,
                              retain=True)
         with caplog.at_level(logging.INFO, logger="minerwatch"):
-            async with running(config):
+            async with running(config) as service:
                 await client.subscribe(f"{base_topic}/alerts/#", qos=1)
                 await next_message(client)  # the retained garbage itself
                 for payload in garbage:
@@ -176,10 +176,17 @@ async def test_garbage_is_logged_once_and_never_kills_the_service(
                 await publish_samples(client, base_topic, [(0, 80.0), (1, 80.0)])
                 event = event_of(await next_message(client))
     assert (event.state, event.ts) == ("firing", ts_at(1))
+    assert service.rejects.counts == {"alert": 1, "sample": len(garbage)}
     warnings = [r.getMessage() for r in caplog.records
                 if r.name == "minerwatch.alerts" and r.levelno == logging.WARNING]
-    assert len(warnings) == 1  # rate limited: one line for the whole burst
-    assert warnings[0].startswith("ignored message on ")
+    # Rate limited: one line per kind for the whole burst, and the count held back is
+    # logged when the service stops.
+    assert len(warnings) == 3
+    assert warnings[0].startswith(
+        f"bad alert message ignored: {alert_topic(base_topic, MINER, 'overheat')}: ")
+    assert warnings[1].startswith(f"bad sample message ignored: {topic}: not a Sample")
+    assert warnings[2] == (f"{len(garbage) - 1} more bad sample messages ignored in 30 s "
+                           f"({len(garbage)} in all)")
 
 
 async def test_restart_recovers_firing_alerts_instead_of_firing_again(
@@ -220,10 +227,166 @@ async def test_keeps_state_across_a_broker_restart(own_broker: Any, base_topic: 
                 await asyncio.sleep(0.05)
         async with mqtt(own_broker) as client:
             await client.subscribe(f"{base_topic}/alerts/#", qos=1)
+            # The new session republishes the firing alert first (retained or live,
+            # depending on whether it came before this subscription).
+            assert event_of(await next_message(client)).state == "firing"
             # Retained, so it reaches the service even if it subscribes after this.
             await publish_samples(client, base_topic, [(5, 70.0)])
             resolved = event_of(await next_message(client))
     assert (resolved.state, resolved.ts) == ("resolved", ts_at(5))
+
+
+def hostile_samples(miner_id: str, ts: str) -> list[bytes]:
+    """The payloads of issue 8 that killed services, as samples of ``miner_id``."""
+    head = f'{{"miner_id":"{miner_id}","ts":"{ts}",'.encode()
+    return [
+        head + b'"hashrate_ths":1,"extra":' + b"[" * 1000 + b"]" * 1000 + b"}",
+        head + b'"hashrate_ths":1,"extra":' + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}",
+        head + b'"hashrate_ths":1,"pool_url":"\xed\xa0\x80"}',  # a surrogate as UTF-8
+        head + b'"hashrate_ths":1,"pool_url":"\\ud800"}',  # a lone surrogate escaped
+        b"[" * 5000 + b"]" * 5000,
+        head + b'"hashrate_ths":1.7e308,"temp_c":99}',  # no miner hashes that fast
+        head + b'"hashrate_ths":1e999,"temp_c":99}',
+        head + b'"hashrate_ths":1,"temp_c":99,"pool_url":"' + b"x" * 70_000 + b'"}',
+    ]
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "minerwatch.alerts" and r.levelno == logging.WARNING]
+
+
+async def test_hostile_payloads_retained_and_live_are_survived_and_alerts_still_fire(
+    broker: Any, base_topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(broker, base_topic, for_s=1)
+    deep = b'{"miner_id":"x","rule":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    async with mqtt(broker) as client:
+        # Retained before the service starts: it meets them at every (re)start.
+        retained = len(hostile_samples(MINER, ts_at(0)))
+        for index in range(retained):  # one a topic: a topic retains one message
+            held = f"held-{index}"
+            await client.publish(sample_topic(base_topic, held),
+                                 hostile_samples(held, ts_at(0))[index], qos=1, retain=True)
+        await client.publish(f"{base_topic}/miners/Not_A_Miner/sample", b"{}", qos=1,
+                             retain=True)
+        for rule, payload in (("overheat", deep), ("hot", b'{"rule":"\xed\xa0\x80"}')):
+            await client.publish(alert_topic(base_topic, MINER, rule), payload, qos=1,
+                                 retain=True)
+        with caplog.at_level(logging.INFO, logger="minerwatch"):
+            async with running(config) as service:
+                await client.subscribe(f"{base_topic}/alerts/#", qos=1)
+                assert len(await messages_within(client, 0.3)) == 2  # the two retained above
+                live = hostile_samples(MINER, ts_at(0))
+                for payload in live:
+                    await client.publish(sample_topic(base_topic, MINER), payload, qos=1)
+                # Impossible optional readings are no readings: they never fire.
+                huge = [(0, 1.7e308), (1, 1.7e308), (2, -1.7e308), (3, 1.7e308)]
+                await publish_samples(client, base_topic, huge, miner_id="huge")
+                await publish_samples(client, base_topic, [(0, 80.0), (1, 80.0)])
+                event = event_of(await next_message(client))
+                assert await messages_within(client, 0.5) == []
+                assert service.sessions == 1  # the session itself never broke
+                counts = dict(service.rejects.counts)
+    assert (event.miner_id, event.state, event.ts) == (MINER, "firing", ts_at(1))
+    samples = retained + 1 + len(live)
+    assert counts == {"alert": 2, "sample": samples}
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 4  # rate limited: one line per kind, then the totals
+    assert warnings[0].startswith(f"bad alert message ignored: {base_topic}/alerts/")
+    assert warnings[1].startswith(f"bad sample message ignored: {base_topic}/miners/")
+    assert warnings[2:] == ["1 more bad alert messages ignored in 30 s (2 in all)",
+                            f"{samples - 1} more bad sample messages ignored in 30 s "
+                            f"({samples} in all)"]
+
+
+async def test_an_exception_inside_handling_costs_only_that_message(
+    broker: Any, base_topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(broker, base_topic, for_s=1)
+    async with mqtt(broker) as client:
+        with caplog.at_level(logging.INFO, logger="minerwatch"):
+            async with running(config) as service:
+                judge = service.rules.evaluate
+
+                def evaluate(sample: Sample) -> list[AlertEvent]:
+                    if sample.miner_id == "boom":
+                        raise RuntimeError("a bug nobody foresaw")
+                    return judge(sample)
+
+                service.rules.evaluate = evaluate  # type: ignore[method-assign]
+                await client.subscribe(f"{base_topic}/alerts/#", qos=1)
+                await publish_samples(client, base_topic, [(0, 80.0), (1, 80.0)],
+                                      miner_id="boom")
+                await publish_samples(client, base_topic, [(0, 80.0), (1, 80.0)])
+                event = event_of(await next_message(client))
+                assert service.sessions == 1  # the loop went on: no reconnect
+                counts = dict(service.rejects.counts)
+    assert (event.miner_id, event.state, event.ts) == (MINER, "firing", ts_at(1))
+    assert counts == {"unhandled": 2}
+    assert warnings_of(caplog)[0] == (
+        f"bad unhandled message ignored: {sample_topic(base_topic, 'boom')}: handling "
+        "failed: RuntimeError: a bug nobody foresaw")
+
+
+async def test_miners_past_the_bound_are_logged_and_not_judged(
+    broker: Any, base_topic: str
+) -> None:
+    config = make_config(broker, base_topic, for_s=0)
+    async with mqtt(broker) as client, running(config) as service:
+        service.rules.max_miners = 1
+        await client.subscribe(f"{base_topic}/alerts/#", qos=1)
+        await publish_samples(client, base_topic, [(0, 80.0)])
+        await publish_samples(client, base_topic, [(0, 90.0), (1, 90.0)], miner_id="more")
+        await publish_samples(client, base_topic, [(1, 60.0)])
+        seen = [event_of(m) for m in await messages_within(client, 1.0)]
+        counts = dict(service.rejects.counts)
+    assert [(e.miner_id, e.state) for e in seen] == [(MINER, "firing"), (MINER, "resolved")]
+    assert counts == {"sample": 2}
+
+
+async def test_a_broker_that_lost_its_retained_messages_gets_the_firing_alerts_back(
+    own_broker: Any, base_topic: str, receiver: Receiver
+) -> None:
+    assert own_broker.local is not None
+    config = make_config(own_broker, base_topic, notify=[receiver.url], for_s=1)
+    mine, old = alert_topic(base_topic, MINER, "overheat"), alert_topic(base_topic, "old",
+                                                                        "overheat")
+    # Retained by an earlier process: recovered at start, so this one's to keep.
+    recovered = AlertEvent(miner_id="old", rule="overheat", state="firing",
+                           severity="critical", value=90.0, threshold=75.0,
+                           message="temp_c 90 > 75 for 60 s", ts=ts_at(-60))
+    async with mqtt(own_broker) as client:
+        await client.publish(old, encode(recovered), qos=1, retain=True)
+    async with running(config) as service:
+        async with mqtt(own_broker) as client:
+            await client.subscribe(f"{base_topic}/alerts/#", qos=1)
+            assert event_of(await next_message(client)) == recovered
+            await publish_samples(client, base_topic, [(0, 80.0), (1, 80.0)])
+            fired = event_of(await next_message(client))
+            assert fired.state == "firing"
+            # One that fired and resolved again is not firing: not republished.
+            await publish_samples(client, base_topic, [(0, 80.0), (1, 80.0), (2, 60.0)],
+                                  miner_id="calm")
+            assert [event_of(m).state for m in await messages_within(client, 0.5)] == [
+                "firing", "resolved"]
+        assert (await receiver.next_post()).json()["title"].startswith(f"[critical] {MINER}")
+        await receiver.next_post()  # calm firing
+        await receiver.next_post()  # calm resolved
+
+        own_broker.local.stop()
+        own_broker.local.start()  # no persistence: every retained message is gone
+        async with asyncio.timeout(10):
+            while service.sessions < 2:
+                await asyncio.sleep(0.05)
+        async with mqtt(own_broker) as client:
+            await client.subscribe(f"{base_topic}/alerts/#", qos=1)
+            back = sorted((str(m.topic), event_of(m)) for m in await messages_within(client, 1.0))
+        assert back == sorted([(mine, fired), (old, recovered)])
+        assert await retained_event(own_broker, mine) == fired
+        assert await retained_event(own_broker, old) == recovered
+        assert receiver.posts.empty()  # republished, not notified again
+        assert service.sessions == 2
 
 
 def console_script() -> str:

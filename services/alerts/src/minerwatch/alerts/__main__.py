@@ -8,6 +8,15 @@ At start it also subscribes to ``{base}/alerts/+/+`` (MQTT v5 no-local, so its o
 not come back): the retained events there restore which alerts are already firing, so a
 restart does not fire them again. Only retained deliveries are used for that; live events
 from elsewhere never override state built from samples.
+
+Every message goes through ``shared.messages.decode_message``; what it rejects, and
+samples stamped too far in the future, are counted and logged rate-limited by a
+``RejectLog``. Whatever else handling one message raises is caught per message (the
+last-resort guard in ``consume``), logged the same way, and the session goes on.
+
+Every session starts by republishing, retained, the event of each alert that is firing
+(fired here or recovered at start), so a broker that lost its retained messages is whole
+again after one reconnect. Republishing notifies no one: only new events are notified.
 """
 
 from __future__ import annotations
@@ -15,18 +24,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-
-import aiomqtt
-from paho.mqtt.subscribeoptions import SubscribeOptions
+from collections.abc import Iterable
 
 from minerwatch.alerts.notify import Notifier
 from minerwatch.alerts.rules import RuleSet, ts_seconds
 from minerwatch.shared.config import Config
-from minerwatch.shared.mqtt import MqttLink, publish
-from minerwatch.shared.schemas import AlertEvent, Sample, decode, encode
+from minerwatch.shared.errors import one_line
+from minerwatch.shared.messages import Rejected, decode_message
+from minerwatch.shared.mqtt import MqttLink
+from minerwatch.shared.mqtt.packets import Message, Subscription
+from minerwatch.shared.mqtt.protocol import MqttClient
+from minerwatch.shared.rejects import RejectLog
+from minerwatch.shared.schemas import AlertEvent, Sample, encode
 from minerwatch.shared.service import run_service
-from minerwatch.shared.topics import ParsedTopic, alert_topic, parse_topic
+from minerwatch.shared.topics import ALERT, SAMPLE, alert_topic
 
 SERVICE = "alerts"
 log = logging.getLogger("minerwatch.alerts")
@@ -35,31 +46,8 @@ log = logging.getLogger("minerwatch.alerts")
 #: would otherwise make every later sample of that miner look old.
 MAX_FUTURE_S = 300.0
 
-
-class BadInputLog:
-    """At most one warning per ``interval_s`` about bad input, counting what it skipped."""
-
-    def __init__(
-        self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.interval_s = interval_s
-        self.clock = clock
-        self._last: float | None = None
-        self._skipped = 0
-
-    def report(self, topic: str, problem: str) -> None:
-        now = self.clock()
-        if self._last is not None and now - self._last < self.interval_s:
-            self._skipped += 1
-            return
-        more = f" (+{self._skipped} more since the last report)" if self._skipped else ""
-        log.warning("ignored message on %s: %s%s", topic, problem, more)
-        self._last = now
-        self._skipped = 0
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+#: The reject kind of a message whose handling raised what nothing foresaw.
+UNHANDLED = "unhandled"
 
 
 class AlertService:
@@ -72,9 +60,14 @@ class AlertService:
             config.alerts.notify, config.alerts.rules, timeout_s=notify_timeout_s
         )
         self.link = MqttLink(config.mqtt, SERVICE)
-        self.bad_input = BadInputLog()
+        self.rejects = RejectLog(log)
         #: Set once the first session has subscribed (tests and health checks wait on it).
         self.subscribed = asyncio.Event()
+        #: Sessions started so far (each one republishes the firing alerts).
+        self.sessions = 0
+        # The latest event of each alert topic whose alert is firing: republished, retained,
+        # at every session start, so a broker that lost its retained store is whole again.
+        self._firing: dict[str, AlertEvent] = {}
         # Events not yet acknowledged by the broker, latest per alert topic: sent on reconnect.
         self._unpublished: dict[str, AlertEvent] = {}
 
@@ -82,81 +75,105 @@ class AlertService:
         try:
             await self.link.run(self.session)
         finally:
+            self.rejects.close()
             await self.notifier.drain(timeout_s=2.0)
 
-    async def session(self, client: aiomqtt.Client) -> None:
+    async def session(self, client: MqttClient) -> None:
         # Alerts first: the broker answers subscriptions in order, so the retained alerts
-        # are restored before the retained samples are evaluated.
-        await client.subscribe(
-            f"{self.base}/alerts/+/+", options=SubscribeOptions(qos=1, noLocal=True)
-        )
-        await client.subscribe(f"{self.base}/miners/+/sample", qos=1)
+        # are restored before the retained samples are evaluated. No-local: our own events
+        # do not come back.
+        await client.subscribe([Subscription(ALERT.filter(self.base), qos=1, no_local=True)])
+        await client.subscribe([Subscription(SAMPLE.filter(self.base), qos=1)])
+        self.sessions += 1
         self.subscribed.set()
-        await self.publish(client, list(self._unpublished.values()))
+        await self.publish(client, self.republished())
         async for message in client.messages:
-            events = self.handle(str(message.topic), message.payload, retained=message.retain)
-            await self.publish(client, events)
+            await self.publish(client, self.consume(message))
+            client.ack(message)
 
-    async def publish(self, client: aiomqtt.Client, events: list[AlertEvent]) -> None:
+    def republished(self) -> list[AlertEvent]:
+        """What a new session publishes first: every firing alert's event, and any event
+        the broker has not acknowledged yet (a resolve included)."""
+        return list({**self._firing, **self._unpublished}.values())
+
+    async def publish(self, client: MqttClient, events: Iterable[AlertEvent]) -> None:
         for event in events:
             topic = alert_topic(self.base, event.miner_id, event.rule)
-            await publish(client, topic, encode(event))
+            await client.publish(topic, encode(event), qos=1, retain=True)
             if self._unpublished.get(topic) is event:
                 del self._unpublished[topic]
 
-    def handle(self, topic: str, payload: object, *, retained: bool) -> list[AlertEvent]:
-        """The events one incoming message causes (and notifications started for them)."""
-        parsed = parse_topic(self.base, topic)
-        if parsed is None or parsed.miner_id is None:
-            return []
-        if not isinstance(payload, bytes | bytearray | str):
-            self.bad_input.report(topic, f"payload of type {type(payload).__name__}")
-            return []
-        if not payload:
-            return []  # a cleared retained topic
-        if parsed.kind == "alert":
-            if retained:
-                self.recover(topic, parsed, payload)
-            return []
-        if parsed.kind != "sample":
-            return []
-        events = self.evaluate(topic, parsed.miner_id, payload)
-        for event in events:
-            self._unpublished[alert_topic(self.base, event.miner_id, event.rule)] = event
-            log.info("%s %s/%s: %s", event.state, event.miner_id, event.rule, event.message)
-            self.notifier.send(event)
-        return events
-
-    def evaluate(self, topic: str, miner_id: str, payload: bytes | bytearray | str
-                 ) -> list[AlertEvent]:
+    def consume(self, message: Message) -> list[AlertEvent]:
+        """``handle`` behind the last-resort guard: whatever handling one message raises
+        (a bug nothing foresaw) costs that message, never the session."""
         try:
-            sample = decode(payload, Sample)
-        except ValueError as exc:
-            self.bad_input.report(topic, f"not a Sample: {_first_line(exc)}")
+            return self.handle(message.topic, message.payload, retained=message.retain)
+        except Exception as exc:
+            self.rejects.note(UNHANDLED, f"{message.topic[:200]}: handling failed: "
+                                         f"{type(exc).__name__}: {one_line(exc)}")
+            log.debug("handling a message on %s failed", message.topic[:200], exc_info=True)
             return []
-        if sample.miner_id != miner_id:
-            self.bad_input.report(topic, f"miner_id {sample.miner_id!r} does not match the topic")
+
+    def handle(self, topic: str, payload: bytes, *, retained: bool) -> list[AlertEvent]:
+        """The events one incoming message causes (and notifications started for them)."""
+        decoded = decode_message(self.base, topic, payload)
+        if isinstance(decoded, Rejected):
+            self.rejects.note(decoded.kind, str(decoded))
+            return []
+        message = decoded.message
+        if isinstance(message, AlertEvent):
+            if retained:  # live events from elsewhere never override state from samples
+                self.recover(topic, message)
+            return []
+        if isinstance(message, Sample):
+            return self.evaluate(topic, message)
+        return []  # an empty payload: a retained message deleted
+
+    def admitted(self, kind: str, topic: str, miner_id: str) -> bool:
+        """Whether the rules keep state for this miner; a reject line if not."""
+        if self.rules.admits(miner_id):
+            return True
+        self.rejects.note(kind, f"{topic[:200]}: a new miner past the "
+                                f"{self.rules.max_miners} the rules keep")
+        return False
+
+    def evaluate(self, topic: str, sample: Sample) -> list[AlertEvent]:
+        if not self.admitted(SAMPLE.name, topic, sample.miner_id):
             return []
         try:
             ahead = ts_seconds(sample.ts) - time.time()
             if ahead > MAX_FUTURE_S:
-                self.bad_input.report(topic, f"ts {sample.ts} is {ahead:.0f} s in the future")
+                self.rejects.note(SAMPLE.name, f"{topic[:200]}: ts {sample.ts} is "
+                                               f"{ahead:.0f} s in the future")
                 return []
-            return self.rules.evaluate(sample)
-        except ValueError as exc:
-            self.bad_input.report(topic, f"bad ts {sample.ts!r}: {_first_line(exc)}")
+            events = self.rules.evaluate(sample)
+        except (ValueError, OverflowError) as exc:
+            self.rejects.note(SAMPLE.name, f"{topic[:200]}: bad ts {sample.ts!r}: "
+                                           f"{one_line(exc)}")
             return []
+        for event in events:
+            event_topic = alert_topic(self.base, event.miner_id, event.rule)
+            self._unpublished[event_topic] = event
+            if event.state == "firing":
+                self._firing[event_topic] = event
+            else:
+                self._firing.pop(event_topic, None)
+            log.info("%s %s/%s: %s", event.state, event.miner_id, event.rule, event.message)
+            self.notifier.send(event)
+        return events
 
-    def recover(self, topic: str, parsed: ParsedTopic, payload: bytes | bytearray | str) -> None:
+    def recover(self, topic: str, event: AlertEvent) -> None:
+        if not self.admitted(ALERT.name, topic, event.miner_id):
+            return
         try:
-            event = decode(payload, AlertEvent)
-            if event.miner_id != parsed.miner_id or event.rule != parsed.name:
-                raise ValueError("miner_id or rule does not match the topic")
             restored = self.rules.restore(event)
-        except ValueError as exc:
-            self.bad_input.report(topic, f"not an alert event: {_first_line(exc)}")
+        except (ValueError, OverflowError) as exc:
+            self.rejects.note(ALERT.name, f"{topic[:200]}: bad ts {event.ts!r}: "
+                                          f"{one_line(exc)}")
             return
         if restored and event.state == "firing":
+            # Ours now: republished like any alert this process fired.
+            self._firing[topic] = event
             log.info("recovered firing alert %s/%s (since %s)", event.miner_id, event.rule,
                      event.ts)
 

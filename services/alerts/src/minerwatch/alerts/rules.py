@@ -35,6 +35,8 @@ Semantics, per (miner, rule):
   no cooldown, since the payload does not carry when it last fired. Samples of that miner not
   newer than a restored event were judged already and are ignored. Restoring never
   overrides state the rule already has from samples.
+* **Bound.** State is kept for at most ``MAX_MINERS`` miners; samples and retained events
+  of further miners are not judged (the service logs them as rejected).
 """
 
 from __future__ import annotations
@@ -44,8 +46,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import msgspec
-
+from minerwatch.shared import fields
 from minerwatch.shared.config import ConfigError, RuleConfig
 from minerwatch.shared.schemas import AlertEvent, AlertState, Sample, parse_ts
 
@@ -60,21 +61,13 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
 _RESOLVE_OP: dict[str, str] = {">": "<=", ">=": "<", "<": ">=", "<=": ">"}
 
 
-def _numeric_fields() -> tuple[str, ...]:
-    """Sample fields holding one number (int or float, nullable or not), ``schema`` aside."""
-    numeric = (msgspec.inspect.IntType, msgspec.inspect.FloatType)
-    names = []
-    for field in msgspec.inspect.type_info(Sample).fields:
-        kind = field.type
-        members = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
-        values = [m for m in members if not isinstance(m, msgspec.inspect.NoneType)]
-        if field.name != "schema" and len(values) == 1 and isinstance(values[0], numeric):
-            names.append(field.name)
-    return tuple(names)
+#: Sample fields a rule may watch, in schema order (temp_c, power_w, ...): the numeric
+#: ones of the field descriptions.
+NUMERIC_FIELDS: tuple[str, ...] = fields.NUMERIC_FIELDS
 
-
-#: Sample fields a rule may watch, in schema order (temp_c, power_w, ...).
-NUMERIC_FIELDS: tuple[str, ...] = _numeric_fields()
+#: Miners whose state the rules keep at most. A real fleet is far smaller; the bound keeps
+#: samples under ever new miner ids (valid ones included) from growing memory without end.
+MAX_MINERS = 100_000
 
 
 def validate_rules(rules: Sequence[RuleConfig]) -> None:
@@ -217,16 +210,25 @@ class ThresholdRule:
 class RuleSet:
     """Every configured rule, fed whole samples in per-miner time order."""
 
-    def __init__(self, rules: Sequence[RuleConfig]) -> None:
+    def __init__(self, rules: Sequence[RuleConfig], *, max_miners: int = MAX_MINERS) -> None:
         validate_rules(rules)
         self.rules = {rule.name: ThresholdRule(rule) for rule in rules}
+        self.max_miners = max_miners
+        # Every miner any rule keeps state for has its entry here (both come together).
         self._last_seen: dict[str, float] = {}
 
+    def admits(self, miner_id: str) -> bool:
+        """Whether the rules judge this miner: one already known, or room for a new one."""
+        return miner_id in self._last_seen or len(self._last_seen) < self.max_miners
+
     def evaluate(self, sample: Sample) -> list[AlertEvent]:
-        """Events caused by one sample; [] when it is not newer than the miner's last one.
+        """Events caused by one sample; [] when it is not newer than the miner's last one,
+        or when the miner is new and ``max_miners`` are known already.
 
         Raises ValueError when the sample's ts matches the pattern but is no real date.
         """
+        if not self.admits(sample.miner_id):
+            return []
         now = ts_seconds(sample.ts)
         last = self._last_seen.get(sample.miner_id)
         if last is not None and now <= last:
@@ -239,14 +241,17 @@ class RuleSet:
         return events
 
     def restore(self, event: AlertEvent) -> bool:
-        """Recover one retained alert; False for unknown rules or already-known state.
+        """Recover one retained alert; False for unknown rules, already-known state or a
+        new miner past ``max_miners``.
 
         Raises ValueError when the event's ts matches the pattern but is no real date.
         """
         rule = self.rules.get(event.rule)
-        if rule is None or not rule.restore(event):
+        if rule is None or not self.admits(event.miner_id):
+            return False
+        at = ts_seconds(event.ts)  # before any state changes: a bad ts leaves none behind
+        if not rule.restore(event):
             return False
         # The samples up to this event were judged by whoever published it.
-        at = ts_seconds(event.ts)
         self._last_seen[event.miner_id] = max(self._last_seen.get(event.miner_id, at), at)
         return True
