@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -37,6 +38,7 @@ from minerwatch.shared.db import (
     status_events,
     status_row,
 )
+from minerwatch.shared.mqtt.client import Client as LeanClient
 from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -161,7 +163,8 @@ async def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 
 @pytest.fixture
 def start_api(broker, base_topic: str, db_url: str) -> StartApi:  # type: ignore[no-untyped-def]
-    """``async with start_api(db_url=..., broker_url=..., backlog_limit=..., port=...) as api:``"""
+    """``async with start_api(db_url=..., broker_url=..., backlog_limit=..., port=...) as api:``;
+    ``relay_options`` go to the Relay (e.g. ``max_cached_topics``)."""
 
     @asynccontextmanager
     async def start(
@@ -172,11 +175,12 @@ def start_api(broker, base_topic: str, db_url: str) -> StartApi:  # type: ignore
         wait_for_broker: bool = True,
         send_buffer: int | None = None,
         port: int = 0,
+        relay_options: dict[str, Any] | None = None,
     ) -> AsyncIterator[ApiServer]:
         mqtt = MqttConfig(url=broker_url, base_topic=base_topic, reconnect_min_s=0.1,
                           reconnect_max_s=0.5)
         config = Config(mqtt=mqtt, database=DatabaseConfig(url=db_url))
-        relay = Relay(mqtt, backlog_limit=backlog_limit)
+        relay = Relay(mqtt, backlog_limit=backlog_limit, **(relay_options or {}))
         sock = socket.socket()
         if send_buffer is not None:
             # Accepted connections inherit it: a kernel that buffers little for slow peers.
@@ -217,3 +221,30 @@ async def publish(broker) -> AsyncIterator[Callable[..., Awaitable[None]]]:  # t
             await client.publish(topic, payload, qos=1, retain=retain)
 
         yield send
+
+
+async def publish_many(broker: Any, messages: Iterable[tuple[str, bytes, bool]]) -> None:
+    """(topic, payload, retain) at QoS 1 as every publisher of the contract does, pipelined
+    under the broker's Receive Maximum (tens of thousands a second); returns once the
+    broker has acknowledged them all."""
+    async with LeanClient(broker.host, broker.port) as client:
+        settled = asyncio.Event()
+        client.on_settled = lambda _delivery: settled.set()
+        deliveries = []
+        for topic, payload, retain in messages:
+            while client.send_quota == 0:
+                settled.clear()
+                await settled.wait()
+            deliveries.append(client.publish_nowait(topic, payload, retain=retain))
+            if len(deliveries) >= 1000:
+                deliveries = [d for d in deliveries if not d.settled]
+        while not all(d.settled for d in deliveries):
+            settled.clear()
+            await settled.wait()
+        assert not any(d.refused for d in deliveries)
+
+
+@pytest.fixture
+def bulk_publish() -> Callable[..., Awaitable[None]]:
+    """``await bulk_publish(broker, [(topic, payload, retain), ...])``: many messages fast."""
+    return publish_many

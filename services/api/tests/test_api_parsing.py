@@ -3,14 +3,17 @@ timestamps."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from minerwatch.api.app import parameter_problems
 from minerwatch.api.history import MAX_LIMIT, BadParameter, parse_window, ts_text
-from minerwatch.api.relay import FilterError, Subscriber, check_filter, message_frame
+from minerwatch.api.relay import FilterError, Relay, Subscriber, check_filter, message_frame
 from minerwatch.api.routes.ws import CommandError, parse_command
+from minerwatch.shared.config import MqttConfig
 from minerwatch.shared.db import ms_to_datetime
-from minerwatch.shared.schemas import format_ts
+from minerwatch.shared.schemas import MinerInfo, Sample, encode, format_ts
 
 MS_10H = 1795341600000  # 2026-11-22T10:00:00Z
 
@@ -74,24 +77,61 @@ def test_commands() -> None:
             parse_command(bad)
 
 
-def test_payloads_are_json_when_they_can_be() -> None:
-    assert message_frame("mw/a", b'{"x": 1}') == '{"topic":"mw/a","payload":{"x":1}}'
-    assert message_frame("mw/s", b"online") == '{"topic":"mw/s","payload":"online"}'
-    assert message_frame("mw/n", b"12.5") == '{"topic":"mw/n","payload":12.5}'
-    assert message_frame("mw/b", b"\xff\xfe") == '{"topic":"mw/b","payload":"\ufffd\ufffd"}'
+def test_frames_carry_the_decoded_message() -> None:
+    assert message_frame("mw/s", "online") == '{"topic":"mw/s","payload":"online"}'
+    # A retained message deleted (empty payload) is relayed as an empty string.
+    assert message_frame("mw/miners/a/info", None) == '{"topic":"mw/miners/a/info","payload":""}'
+    info = MinerInfo(miner_id="a", driver="axeos", host="10.0.0.5", port=80)
+    assert json.loads(message_frame("mw/miners/a/info", info)) == {
+        "topic": "mw/miners/a/info",
+        "payload": {"miner_id": "a", "driver": "axeos", "host": "10.0.0.5", "port": 80,
+                    "make": None, "model": None, "firmware": None, "hostname": None,
+                    "mac": None}}
 
 
-async def test_a_full_backlog_drops_its_oldest_frames() -> None:
+def test_only_decoded_messages_reach_subscribers_and_rejects_are_counted() -> None:
+    relay = Relay(MqttConfig(base_topic="mw"))
+    subscriber = relay.attach()
+    relay.subscribe(subscriber, "mw/#")
+    assert subscriber.backlog == 1  # the notice; nothing is cached yet
+    good = encode(Sample(miner_id="a", ts="2026-11-22T10:00:00.000Z", hashrate_ths=1.5))
+    for topic, payload in [
+        ("mw/miners/a/sample", b"\xff\xfe"),  # not UTF-8
+        ("mw/miners/a/sample", b'{"x": "\xed\xa0\x80"}'),  # a surrogate in a string
+        ("mw/miners/a/sample", b"[" * 5000 + b"]" * 5000),
+        ("mw/miners/a/sample", b"12.5"),
+        ("mw/miners/b/sample", good),  # another miner's sample
+        ("mw/elsewhere", b'{"x": 1}'),  # not a topic of the registry
+        ("mw/services/api/status", b"maybe"),
+    ]:
+        relay.receive(topic, payload)
+    assert subscriber.backlog == 1
+    assert relay.retained == {}
+    assert relay.rejects.total == 7
+    assert set(relay.rejects.counts) == {"sample", "topic", "service"}
+    relay.receive("mw/miners/a/sample", good)
+    assert subscriber.backlog == 2
+    assert list(relay.retained) == ["mw/miners/a/sample"]
+    relay.rejects.close()
+
+
+async def test_a_full_backlog_drops_its_oldest_frames_replays_included() -> None:
     subscriber = Subscriber(backlog_limit=3)
-    for i in range(5):  # the replay may exceed the limit: it is never cut short
-        subscriber.push(f"replay-{i}", droppable=False)
-    assert subscriber.backlog == 5
-    for i in range(4):
+    # A replay counts against the backlog: it is cut to fit behind its notice.
+    subscriber.push_subscription('{"subscribed":"f"}', [f"replay-{i}" for i in range(5)])
+    assert subscriber.backlog == 3
+    assert subscriber.dropped == 3
+    assert subscriber.unread_replies == 1
+    for i in range(2):
         subscriber.push(f"live-{i}")
-    assert subscriber.dropped == 4
-    assert [await subscriber.next_frame() for _ in range(5)] == [
-        "replay-4", "live-0", "live-1", "live-2", "live-3"]
+    subscriber.push('{"error":"x"}', reply=True)  # replies are dropped like any frame
+    subscriber.push("live-2")
+    assert subscriber.dropped == 7
+    assert [await subscriber.next_frame() for _ in range(3)] == [
+        "live-1", '{"error":"x"}', "live-2"]
     assert subscriber.backlog == 0
+    # The two replies dropped unread stay counted: the client never got them.
+    assert subscriber.unread_replies == 1
 
 
 def test_ts_text_formats_milliseconds_exactly_as_format_ts() -> None:

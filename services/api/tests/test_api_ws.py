@@ -14,8 +14,27 @@ import aiomqtt
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample, encode
+
 StartApi = Callable[..., Any]
 Publish = Callable[..., Awaitable[None]]
+
+TS = "2026-11-22T10:00:00.000Z"
+
+
+def sample(miner_id: str, hashrate_ths: float, **fields: Any) -> bytes:
+    """A valid schema-1 Sample payload (the relay passes nothing else on)."""
+    return encode(Sample(miner_id=miner_id, ts=TS, hashrate_ths=hashrate_ths, **fields))
+
+
+def alert(miner_id: str, rule: str, value: float) -> bytes:
+    return encode(AlertEvent(miner_id=miner_id, rule=rule, state="firing", severity="warning",
+                             value=value, threshold=75.0, message=f"temp_c {value}", ts=TS))
+
+
+def as_json(payload: bytes) -> Any:
+    """What the relay's frame carries for a valid payload: the payload as JSON."""
+    return json.loads(payload)
 
 
 async def receive(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
@@ -36,9 +55,11 @@ async def test_retained_state_first_then_live_messages(
 ) -> None:
     sample_topic = f"{base_topic}/miners/bitaxe-1/sample"
     status_topic = f"{base_topic}/miners/bitaxe-1/status"
-    await publish(sample_topic, json.dumps({"hashrate_ths": 1.1}), retain=True)
-    await publish(status_topic, json.dumps({"state": "online"}), retain=True)
-    await publish(f"{base_topic}/alerts/bitaxe-1/overheat", b'{"state": "firing"}', retain=True)
+    status = encode(MinerStatus(state="online", since=TS))
+    await publish(sample_topic, sample("bitaxe-1", 1.1), retain=True)
+    await publish(status_topic, status, retain=True)
+    await publish(f"{base_topic}/alerts/bitaxe-1/overheat", alert("bitaxe-1", "overheat", 80.0),
+                  retain=True)
     async with start_api() as api:
         # The relay's own subscription brought the retained state into its cache.
         deadline = time.monotonic() + 5
@@ -50,11 +71,12 @@ async def test_retained_state_first_then_live_messages(
             await subscribe(ws, f"{base_topic}/miners/+/+")
             replay = [await receive(ws), await receive(ws)]
             assert sorted(replay, key=lambda m: m["topic"]) == [
-                {"topic": sample_topic, "payload": {"hashrate_ths": 1.1}},
-                {"topic": status_topic, "payload": {"state": "online"}},
+                {"topic": sample_topic, "payload": as_json(sample("bitaxe-1", 1.1))},
+                {"topic": status_topic, "payload": as_json(status)},
             ]
-            await publish(sample_topic, json.dumps({"hashrate_ths": 2.2}))
-            assert await receive(ws) == {"topic": sample_topic, "payload": {"hashrate_ths": 2.2}}
+            await publish(sample_topic, sample("bitaxe-1", 2.2))
+            assert await receive(ws) == {"topic": sample_topic,
+                                         "payload": as_json(sample("bitaxe-1", 2.2))}
 
             # Plain-text payloads (service status) come as strings.
             await subscribe(ws, f"{base_topic}/services/+/status")
@@ -65,10 +87,12 @@ async def test_retained_state_first_then_live_messages(
         await publish(status_topic, b"", retain=True)
         async with websockets.connect(api.ws_url) as ws:
             await subscribe(ws, f"{base_topic}/miners/#")
-            assert await receive(ws) == {"topic": sample_topic, "payload": {"hashrate_ths": 2.2}}
-            await publish(sample_topic, b'{"hashrate_ths": 3.3}')
+            assert await receive(ws) == {"topic": sample_topic,
+                                         "payload": as_json(sample("bitaxe-1", 2.2))}
+            await publish(sample_topic, sample("bitaxe-1", 3.3))
             # Nothing else was cached for the filter: the next message is the live one.
-            assert await receive(ws) == {"topic": sample_topic, "payload": {"hashrate_ths": 3.3}}
+            assert await receive(ws) == {"topic": sample_topic,
+                                         "payload": as_json(sample("bitaxe-1", 3.3))}
 
 
 async def test_bad_commands_get_an_error_and_the_connection_stays_usable(
@@ -96,9 +120,9 @@ async def test_bad_commands_get_an_error_and_the_connection_stays_usable(
         assert "outside" in (await receive(ws))["error"]
 
         await subscribe(ws, f"{base_topic}/miners/+/sample")
-        await publish(f"{base_topic}/miners/s19/sample", b'{"hashrate_ths": 95.0}')
+        await publish(f"{base_topic}/miners/s19/sample", sample("s19", 95.0))
         assert await receive(ws) == {"topic": f"{base_topic}/miners/s19/sample",
-                                     "payload": {"hashrate_ths": 95.0}}
+                                     "payload": as_json(sample("s19", 95.0))}
 
 
 async def test_unsubscribe_stops_messages(
@@ -109,15 +133,17 @@ async def test_unsubscribe_stops_messages(
     async with start_api() as api, websockets.connect(api.ws_url) as ws:
         await subscribe(ws, samples)
         await subscribe(ws, alerts)
-        await publish(f"{base_topic}/miners/a/sample", b"1")
-        assert await receive(ws) == {"topic": f"{base_topic}/miners/a/sample", "payload": 1}
+        await publish(f"{base_topic}/miners/a/sample", sample("a", 1.0))
+        assert await receive(ws) == {"topic": f"{base_topic}/miners/a/sample",
+                                     "payload": as_json(sample("a", 1.0))}
 
         await command(ws, unsubscribe=samples)
         assert await receive(ws) == {"unsubscribed": samples}
         # Published in this order, so a leaked sample would arrive before the alert.
-        await publish(f"{base_topic}/miners/a/sample", b"2")
-        await publish(f"{base_topic}/alerts/a/overheat", b"3")
-        assert await receive(ws) == {"topic": f"{base_topic}/alerts/a/overheat", "payload": 3}
+        await publish(f"{base_topic}/miners/a/sample", sample("a", 2.0))
+        await publish(f"{base_topic}/alerts/a/overheat", alert("a", "overheat", 3.0))
+        assert await receive(ws) == {"topic": f"{base_topic}/alerts/a/overheat",
+                                     "payload": as_json(alert("a", "overheat", 3.0))}
 
 
 async def test_slow_client_does_not_delay_a_fast_client(
@@ -140,7 +166,8 @@ async def test_slow_client_does_not_delay_a_fast_client(
             await subscribe(fast, f"{base_topic}/miners/#")
 
             async def read_all() -> list[int]:
-                return [(await receive(fast))["payload"]["i"] for _ in range(count)]
+                return [int((await receive(fast))["payload"]["hashrate_ths"])
+                        for _ in range(count)]
 
             # The fast client reads while the burst is published, as a live dashboard does.
             reader = asyncio.create_task(read_all())
@@ -148,7 +175,7 @@ async def test_slow_client_does_not_delay_a_fast_client(
             for i in range(count):
                 # Fresh random padding: permessage-deflate cannot shrink the burst away.
                 padding = secrets.token_urlsafe(4500)
-                await publish(topic, json.dumps({"i": i, "padding": padding}))
+                await publish(topic, sample("m", float(i), pool_url=padding))
             seen = await reader
             elapsed = time.monotonic() - started
 
@@ -163,7 +190,7 @@ async def test_slow_client_does_not_delay_a_fast_client(
             received = 0
             while last != count - 1:
                 message = await receive(slow)
-                last = message["payload"]["i"]
+                last = int(message["payload"]["hashrate_ths"])
                 received += 1
             assert received < count
 
@@ -176,7 +203,8 @@ async def test_cache_starts_afresh_after_a_broker_restart(
     topic = f"{base_topic}/miners/gone/info"
     async with start_api(broker_url=own_broker.url) as api:
         async with aiomqtt.Client(own_broker.host, own_broker.port) as client:
-            await client.publish(topic, b'{"miner_id": "gone"}', qos=1, retain=True)
+            info = MinerInfo(miner_id="gone", driver="axeos", host="10.0.0.9", port=80)
+            await client.publish(topic, encode(info), qos=1, retain=True)
         await wait_for(lambda: topic in api.relay.retained)
         own_broker.local.stop()
         await wait_for(lambda: not api.relay.listening)

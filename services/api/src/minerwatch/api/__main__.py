@@ -19,7 +19,7 @@ from minerwatch.shared.service import fail, run_service
 #: Client commands are tiny; this bounds what one WebSocket message may cost the server.
 WS_MAX_MESSAGE_BYTES = 64 * 1024
 #: How long a stop waits for open requests and WebSocket clients before closing them.
-GRACEFUL_SHUTDOWN_S = 5.0
+GRACEFUL_SHUTDOWN_S = 5
 
 
 async def serve(config: Config) -> None:

@@ -1,16 +1,27 @@
-"""The Litestar application: history API, live WebSocket relay, dashboard and OpenAPI."""
+"""The Litestar application: history API, live WebSocket relay, dashboard and OpenAPI.
+
+Errors are answered as ``{"status_code", "detail"}``: 400 naming the parameter, 404, 503
+when the database cannot be used, and 500 for anything unforeseen, whose details go to the
+log (one line and the traceback) and never to the client.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
+from litestar.file_system import BaseLocalFileSystem
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import PathType
+from litestar.types.file_types import FileInfo
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.api.database import Database, DatabaseUnavailable
@@ -20,8 +31,24 @@ from minerwatch.api.routes.health import healthz
 from minerwatch.api.routes.miners import miner_history, miners_index
 from minerwatch.api.routes.ws import live
 from minerwatch.shared.config import Config
+from minerwatch.shared.errors import one_line
+
+log = logging.getLogger("minerwatch.api")
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+
+
+class DashboardFiles(BaseLocalFileSystem):
+    """The dashboard's files; a path the OS cannot even look up (a NUL byte, a name too
+    long, a file used as a directory) is a file that is not there: 404, not 500."""
+
+    async def info(self, path: PathType, **kwargs: Any) -> FileInfo:
+        try:
+            return await super().info(path, **kwargs)
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError) as exc:
+            raise FileNotFoundError(str(path)) from exc
 
 
 def _error(status: int, detail: str) -> Response[dict[str, object]]:
@@ -43,15 +70,25 @@ def parameter_problems(extra: object, query: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def _bad_request(request: Request, exc: ValidationException) -> Response[dict[str, object]]:
+def _bad_request(request: Request[Any, Any, Any], exc: ValidationException
+                 ) -> Response[dict[str, object]]:
     """One line naming the parameter, also for Litestar's own parameter validation (whose
     detail is generic, with the specifics in ``extra``)."""
     problems = parameter_problems(exc.extra, request.query_params)
     return _error(400, "; ".join(problems) if problems else exc.detail)
 
 
-def _unavailable(_request: Request, exc: DatabaseUnavailable) -> Response[dict[str, object]]:
+def _unavailable(_request: Request[Any, Any, Any], exc: DatabaseUnavailable
+                 ) -> Response[dict[str, object]]:
     return _error(503, str(exc))
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception
+                    ) -> Response[dict[str, object]]:
+    """Anything unforeseen: logged with its traceback, answered without details."""
+    log.error("%s %s failed: %s: %s", request.method, request.url.path[:200],
+              type(exc).__name__, one_line(exc), exc_info=exc)
+    return _error(HTTP_500_INTERNAL_SERVER_ERROR, "Internal Server Error")
 
 
 def create_app(
@@ -79,7 +116,8 @@ def create_app(
             healthz,
             client_config,
             live,
-            create_static_files_router("/", [DASHBOARD_DIR], html_mode=True, name="dashboard"),
+            create_static_files_router("/", [DASHBOARD_DIR], file_system=DashboardFiles(),
+                                       html_mode=True, name="dashboard"),
         ],
         dependencies={
             "db": Provide(lambda: db, sync_to_thread=False),
@@ -88,6 +126,7 @@ def create_app(
         exception_handlers={
             ValidationException: _bad_request,
             DatabaseUnavailable: _unavailable,
+            HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
         },
         lifespan=[lifespan],
         logging_config=None,  # run_service already set up logging for every service

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from minerwatch.shared.db import create_engine, create_schema
+from minerwatch.shared.errors import one_line
 
 log = logging.getLogger("minerwatch.api.database")
 
@@ -26,12 +27,6 @@ PING_TIMEOUT_S = 2.0
 
 class DatabaseUnavailable(Exception):
     """The database cannot be used right now; the message is one line for the client."""
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's text (driver errors carry SQL and URLs after it)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def sqlite_file(engine: AsyncEngine) -> Path | None:

@@ -1,36 +1,40 @@
 """Reading the history the store wrote: query parameters, SQL, and rows back into payloads.
 
-Parsing is pure and raises BadParameter (one line naming the parameter); the SQL is built
-with SQLAlchemy Core so it runs the same on SQLite and PostgreSQL.
+Parsing is pure and raises BadParameter (one line naming the parameter, also for a time
+outside the years 1 to 9999 in UTC); the SQL is built with SQLAlchemy Core so it runs the
+same on SQLite and PostgreSQL.
 
 Samples come at three resolutions (``step``): ``raw`` rows are schema-1 Samples exactly as
 published; ``1m`` and ``1h`` rows are ``SampleRollup``: a Sample per bucket (``ts`` is the
 bucket's start, gauges are averages, counters are the bucket's newest values) plus the
-bucket's ``step_s``, ``samples`` count and ``_min``/``_max`` of every gauge. ``auto``
-picks the finest resolution that covers the range within ``limit`` rows.
+bucket's ``step_s``, ``samples`` count and ``_min``/``_max`` of every gauge the store
+averages (``fields.ROLLUP_MEAN``; the model is built from that list). ``auto`` picks the
+finest resolution that covers the range within ``limit`` rows.
+
+Values no sensor produces (NaN, infinities, out of a field's range: rows written before
+ingest checked them) are read back by the rule of ``fields``: null for an optional number,
+the row left out when its required hashrate is one (see "rows to payloads" below).
 
 Events are a miner's status changes and alerts, merged in time order.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import Select, Table, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, case, exists, func, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minerwatch.api.models import MinerEntry
 from minerwatch.shared.db import (
-    ROLLUP_LAST,
-    ROLLUP_METRICS,
     ROLLUPS,
-    SAMPLE_FIELDS,
     Resolution,
     alert_events,
     miner_ids_cte,
@@ -39,6 +43,7 @@ from minerwatch.shared.db import (
     samples,
     status_events,
 )
+from minerwatch.shared.fields import FIELD_NAMES, FIELDS, ROLLUP_LAST, ROLLUP_MEAN
 from minerwatch.shared.schemas import (
     AlertEvent,
     MinerInfo,
@@ -48,6 +53,9 @@ from minerwatch.shared.schemas import (
     parse_ts,
 )
 from minerwatch.shared.topics import is_miner_id
+
+#: A database row as a mapping of column names to values.
+Row = Mapping[Any, Any]
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
@@ -83,8 +91,11 @@ def parse_time_param(name: str, text: str | None, *, round_up: bool) -> int | No
         moment = parse_ts(text)
     except ValueError:
         raise BadParameter(
-            f"{name}: {text!r} is not an ISO 8601 timestamp (e.g. 2026-11-22T10:00:00Z)"
+            f"{name}: {text[:80]!r} is not an ISO 8601 timestamp (e.g. 2026-11-22T10:00:00Z)"
         ) from None
+    except OverflowError:  # a valid local time whose UTC is before year 1 or after 9999
+        raise BadParameter(
+            f"{name}: {text[:80]!r} is out of range (years 1 to 9999, in UTC)") from None
     return _epoch_ms(moment, round_up=round_up)
 
 
@@ -122,9 +133,15 @@ def check_miner_id(miner_id: str) -> str:
 
 
 # --- rows to payloads ---------------------------------------------------------------------
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#
+# Rows written before ingest checked readings may hold values no sensor produces (NaN,
+# infinities, 1.7e308; a rollup's sum of three of those is infinite). They are read back by
+# the rule of ``fields`` that ingest applies today: an optional number out of its range
+# becomes null, a fan speed out of range is dropped from the list, and a row whose required
+# hashrate is out of range is left out, as its message would be rejected now. Left out, not
+# zero: 0 TH/s is a real reading ("not hashing") and would raise false alarms. The stored
+# columns are checked in the SQL (``readings``, ``possible_hashrate``: C speed, and ``limit``
+# counts only rows that are returned); the averages and fan lists here.
 
 
 @lru_cache(maxsize=4096)
@@ -142,14 +159,42 @@ def ts_text(ms: int) -> str:
     return f"{_day_text(days)}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
 
 
-def sample_from_row(row: Mapping[str, Any]) -> Sample:
-    fields = {name: row[name] for name in SAMPLE_FIELDS}
-    fields["fan_rpm"] = list(fields["fan_rpm"] or [])
+def _bounds(name: str) -> tuple[float, float]:
+    field = FIELDS[name]
+    return (-math.inf if field.minimum is None else field.minimum,
+            math.inf if field.maximum is None else field.maximum)
+
+
+_FAN_LOW, _FAN_HIGH = _bounds("fan_rpm")
+_LOW_HASHRATE, _HIGH_HASHRATE = _bounds("hashrate_ths")
+#: The bounds of the values computed here: each gauge's average, and the efficiency.
+_COMPUTED_BOUNDS = {name: _bounds(name) for name in (*ROLLUP_MEAN, "efficiency_jth")}
+
+
+def possible_fans(fans: list[int]) -> list[int]:
+    if fans and (min(fans) < _FAN_LOW or max(fans) > _FAN_HIGH):
+        return [fan for fan in fans if _FAN_LOW <= fan <= _FAN_HIGH]
+    return fans
+
+
+def possible(name: str, value: float | None) -> float | None:
+    """``value`` of ``name`` (an average or the efficiency), or None out of its range (NaN
+    included: every comparison with it is false)."""
+    if value is None:
+        return None
+    low, high = _COMPUTED_BOUNDS[name]
+    return value if low <= value <= high else None
+
+
+def sample_from_row(row: Row) -> Sample:
+    """The Sample of a row read with ``SAMPLE_COLUMNS`` (its readings checked)."""
+    fields = {name: row[name] for name in FIELD_NAMES}
+    fields["fan_rpm"] = possible_fans(list(fields["fan_rpm"] or []))
     fields["is_mining"] = bool(fields["is_mining"])
     return Sample(miner_id=row["miner_id"], ts=ts_text(row["ts_ms"]), **fields)
 
 
-def info_from_row(row: Mapping[str, Any]) -> MinerInfo | None:
+def info_from_row(row: Row) -> MinerInfo | None:
     """None while the store has seen a status but no info message for this miner."""
     if row["driver"] is None or row["host"] is None or row["port"] is None:
         return None
@@ -166,7 +211,7 @@ def info_from_row(row: Mapping[str, Any]) -> MinerInfo | None:
     )
 
 
-def status_from_row(row: Mapping[str, Any]) -> MinerStatus | None:
+def status_from_row(row: Row) -> MinerStatus | None:
     if row["state"] is None or row["since_ms"] is None:
         return None
     return MinerStatus(
@@ -178,39 +223,49 @@ def status_from_row(row: Mapping[str, Any]) -> MinerStatus | None:
     )
 
 
-class SampleRollup(Sample, kw_only=True):
-    """One bucket of a miner's history: a Sample of averages (gauges) and newest values
-    (counters, fans, pool), starting at ``ts``, with the spread of every gauge."""
+#: The fields a rollup adds to a Sample: its length, how many samples it holds, and the
+#: spread of every gauge the store averages (``fields.ROLLUP_MEAN``), in that order.
+ROLLUP_EXTRA_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("step_s", int),
+    ("samples", int),
+    *((f"{gauge}_{end}", float | None) for gauge in ROLLUP_MEAN for end in ("min", "max")),
+)
 
-    step_s: int
-    samples: int
-    hashrate_ths_min: float | None
-    hashrate_ths_max: float | None
-    power_w_min: float | None
-    power_w_max: float | None
-    temp_c_min: float | None
-    temp_c_max: float | None
-    vr_temp_c_min: float | None
-    vr_temp_c_max: float | None
+if TYPE_CHECKING:
+
+    class SampleRollup(Sample, kw_only=True):
+        step_s: int
+        samples: int
+
+else:
+    # Built from the field descriptions, so a gauge added there gets its _min and _max here.
+    SampleRollup = msgspec.defstruct(
+        "SampleRollup", ROLLUP_EXTRA_FIELDS, bases=(Sample,), kw_only=True,
+        module=__name__, namespace={"__doc__": (
+            "One bucket of a miner's history: a Sample of averages (gauges) and newest "
+            "values (counters, fans, pool), starting at ``ts``, with the spread of every "
+            "gauge.")})
 
 
-def _average(row: Mapping[str, Any], metric: str) -> float | None:
+def _average(row: Row, metric: str) -> float | None:
     count = row[f"{metric}_n"]
     return row[f"{metric}_sum"] / count if count else None
 
 
-def rollup_from_row(row: Mapping[str, Any], step_ms: int) -> SampleRollup:
+def rollup_from_row(row: Row, step_ms: int) -> SampleRollup:
+    """The bucket of a row read with ``readings`` and ``possible_hashrate``."""
     fields: dict[str, Any] = {name: row[name] for name in ROLLUP_LAST}
-    fields["fan_rpm"] = list(fields["fan_rpm"] or [])
+    fields["fan_rpm"] = possible_fans(list(fields["fan_rpm"] or []))
     fields["is_mining"] = bool(fields["is_mining"])
-    for metric in ROLLUP_METRICS:
-        fields[metric] = _average(row, metric)
+    for metric in ROLLUP_MEAN:
+        fields[metric] = possible(metric, _average(row, metric))
         fields[f"{metric}_min"] = row[f"{metric}_min"]
         fields[f"{metric}_max"] = row[f"{metric}_max"]
     if fields["hashrate_ths"] is None:  # a rollup holds at least one sample: cannot happen
         fields["hashrate_ths"] = 0.0
     # energy per work over the bucket, from the averages
-    fields["efficiency_jth"] = efficiency(fields["power_w"], fields["hashrate_ths"])
+    fields["efficiency_jth"] = possible(
+        "efficiency_jth", efficiency(fields["power_w"], fields["hashrate_ths"]))
     return SampleRollup(miner_id=row["miner_id"], ts=ts_text(row["bucket_ms"]),
                         step_s=step_ms // 1000, samples=row["samples"], **fields)
 
@@ -232,43 +287,57 @@ class AlertChange(msgspec.Struct, kw_only=True, tag_field="type", tag="alert"):
 MinerEvent = StatusChange | AlertChange
 
 
-def status_change_from_row(row: Mapping[str, Any]) -> StatusChange:
+def _finite(value: float | None) -> bool:
+    return value is not None and -math.inf < value < math.inf
+
+
+def status_change_from_row(row: Row) -> StatusChange:
     status = status_from_row(row)
     assert status is not None  # both columns are part of the key
     return StatusChange(ts=status.since, status=status)
 
 
-def alert_change_from_row(row: Mapping[str, Any]) -> AlertChange:
+def alert_change_from_row(row: Row) -> AlertChange | None:
+    """The row's alert; None when its threshold (a required number) is not finite, the
+    rule by which such an alert message is rejected now. A non-finite value is null."""
+    if not _finite(row["threshold"]):
+        return None
     ts = ts_text(row["ts_ms"])
+    value = row["value"] if _finite(row["value"]) else None
     alert = AlertEvent(miner_id=row["miner_id"], rule=row["rule"], state=row["state"],
-                       severity=row["severity"], value=row["value"],
+                       severity=row["severity"], value=value,
                        threshold=row["threshold"], message=row["message"], ts=ts)
     return AlertChange(ts=ts, alert=alert)
 
 
 def merge_events(
-    status_rows: Sequence[Mapping[str, Any]],
-    alert_rows: Sequence[Mapping[str, Any]],
+    status_rows: Sequence[Row],
+    alert_rows: Sequence[Row],
     window: SampleWindow,
 ) -> list[MinerEvent]:
     """Both kinds in time order (a status change before an alert of the same moment),
     cut to the window's limit from the same end the queries took them."""
     timed: list[tuple[int, int, MinerEvent]] = [
-        (row["since_ms"], 0, status_change_from_row(row)) for row in status_rows
-    ] + [(row["ts_ms"], 1, alert_change_from_row(row)) for row in alert_rows]
+        (row["since_ms"], 0, status_change_from_row(row)) for row in status_rows]
+    for row in alert_rows:
+        alert = alert_change_from_row(row)
+        if alert is not None:
+            timed.append((row["ts_ms"], 1, alert))
     timed.sort(key=lambda item: (item[0], item[1]))
     events = [event for _ms, _kind, event in timed]
     return events[: window.limit] if window.since_ms is not None else events[-window.limit:]
 
 
 def merge_miners(
-    miner_rows: Sequence[Mapping[str, Any]], latest_rows: Sequence[Mapping[str, Any]]
+    miner_rows: Sequence[Row], latest_rows: Sequence[Row]
 ) -> list[MinerEntry]:
     """Every miner named in either table, sorted by id."""
     by_id = {row["miner_id"]: row for row in miner_rows}
-    latest = {row["miner_id"]: sample_from_row(row) for row in latest_rows}
+    # A newest sample whose hashrate is impossible (see "rows to payloads") is no sample.
+    latest = {row["miner_id"]: sample_from_row(row) for row in latest_rows
+              if _LOW_HASHRATE <= row["hashrate_ths"] <= _HIGH_HASHRATE}
     entries = []
-    for miner_id in sorted(by_id.keys() | latest.keys()):
+    for miner_id in sorted(by_id.keys() | {row["miner_id"] for row in latest_rows}):
         row = by_id.get(miner_id)
         entries.append(
             MinerEntry(
@@ -284,8 +353,51 @@ def merge_miners(
 # --- SQL ----------------------------------------------------------------------------------
 
 
+def _checked(column: ColumnElement[Any], name: str) -> ColumnElement[Any]:
+    """``column`` where it holds a possible value of field ``name``, else NULL."""
+    field = FIELDS[name]
+    checks = [check for check in (
+        column >= field.minimum if field.minimum is not None else None,
+        column <= field.maximum if field.maximum is not None else None) if check is not None]
+    return case((and_(*checks), column), else_=null())
+
+
+def _field_of(column_name: str) -> str | None:
+    """The bounded optional number a column holds: a Sample field, or a gauge's spread."""
+    name = column_name.removesuffix("_min").removesuffix("_max")
+    if column_name != name and name not in ROLLUP_MEAN:
+        return None
+    field = FIELDS.get(name)
+    if field is None or not field.numeric or (field.required and column_name == name):
+        return None
+    return name if field.minimum is not None or field.maximum is not None else None
+
+
+def readings(table: Table) -> list[ColumnElement[Any]]:
+    """Every column of ``table``, those holding optional readings through the rule (NULL
+    out of their range; NaN too, which compares false on both engines)."""
+    columns: list[ColumnElement[Any]] = []
+    for column in table.columns:
+        name = _field_of(column.name)
+        columns.append(column if name is None else _checked(column, name).label(column.name))
+    return columns
+
+
+def possible_hashrate(table: Table) -> ColumnElement[bool]:
+    """The row's hashrate (a rollup's average, compared without dividing) is possible."""
+    if table is samples:
+        return samples.c.hashrate_ths.between(_LOW_HASHRATE, _HIGH_HASHRATE)
+    total, count = table.c.hashrate_ths_sum, table.c.hashrate_ths_n
+    return total.between(count * _LOW_HASHRATE, count * _HIGH_HASHRATE)
+
+
+SAMPLE_COLUMNS = readings(samples)
+_ROLLUP_COLUMNS = {resolution.name: readings(resolution.table) for resolution in ROLLUPS}
+
+
 def latest_samples_query() -> Select[Any]:
-    """The newest sample of every miner that has samples, in one statement.
+    """The newest sample of every miner that has samples, in one statement (its hashrate
+    unchecked: ``merge_miners`` does that, so the miner is listed all the same).
 
     A recursive CTE walks the distinct miner ids through the primary key index (a loose
     index scan: one seek per miner instead of reading all history), then each miner's
@@ -299,7 +411,7 @@ def latest_samples_query() -> Select[Any]:
         .scalar_subquery()
     )
     return (
-        select(samples)
+        select(*SAMPLE_COLUMNS)
         .join(ids, samples.c.miner_id == ids.c.miner_id)
         .where(samples.c.ts_ms == newest)
     )
@@ -317,7 +429,8 @@ def _time_window(query: Select[Any], column: Any, window: SampleWindow) -> Selec
 
 
 def window_query(miner_id: str, window: SampleWindow) -> Select[Any]:
-    query = select(samples).where(samples.c.miner_id == miner_id)
+    query = select(*SAMPLE_COLUMNS).where(samples.c.miner_id == miner_id,
+                                          possible_hashrate(samples))
     return _time_window(query, samples.c.ts_ms, window)
 
 
@@ -329,8 +442,9 @@ def rollup_query(resolution: Resolution, miner_id: str, window: SampleWindow) ->
         step = resolution.step_ms
         window = SampleWindow(window.since_ms - window.since_ms % step, window.until_ms,
                               window.limit)
-    return _time_window(select(table).where(table.c.miner_id == miner_id),
-                        table.c.bucket_ms, window)
+    query = select(*_ROLLUP_COLUMNS[resolution.name]).where(
+        table.c.miner_id == miner_id, possible_hashrate(table))
+    return _time_window(query, table.c.bucket_ms, window)
 
 
 def status_events_query(miner_id: str, window: SampleWindow) -> Select[Any]:

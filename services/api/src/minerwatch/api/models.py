@@ -36,3 +36,11 @@ class ClientConfig(msgspec.Struct, kw_only=True):
     """What the dashboard needs to know about this installation."""
 
     base_topic: str
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """An error answer: the HTTP status again and one line saying what went wrong (for a
+    400, it starts with the name of the parameter)."""
+
+    status_code: int
+    detail: str

@@ -1,17 +1,38 @@
 """The live relay: one MQTT subscription per api process, fanned out to WebSocket clients.
 
-The relay subscribes to ``{base}/#`` once and keeps the last payload of every topic (the
-retained state: an empty payload deletes a topic, as it deletes a retained message), so a
-new WebSocket subscriber first gets the current value of every topic its filter matches,
-then the live messages.
+The relay subscribes to ``{base}/#`` once. Every message goes through the one decode path,
+``messages.decode_message``: a message that is not a schema-1 message of a topic in the
+registry is counted and logged (rate-limited, ``RejectLog``) and goes no further; nothing a
+publisher sends can stop the relay, and a last-resort guard around the handling of each
+message logs and drops whatever the decoder did not foresee. A frame carries the decoded
+message as JSON (a Struct with every field, as the schema writes it; the text ``online`` /
+``offline`` of a service topic; ``""`` for an empty payload, which deletes a retained one).
+
+Retained state: the relay keeps the newest frame of every topic the registry marks as
+retained (an empty payload deletes it), so a new WebSocket subscriber first gets the
+current value of every topic its filter matches, then the live messages. The cache holds
+at most ``MAX_CACHED_TOPICS`` topics and ``MAX_CACHED_BYTES`` of frames (about 1 KB a topic
+for real payloads: 2,000 miners with a few alerts each fit many times over). Past either
+bound a NEW topic is relayed live but not cached, and the log says so once per connection:
+refusing newcomers, rather than evicting, keeps the state of the miners already known.
 
 Slow clients: every client has its own backlog of frames, filled without ever waiting, so
-one client can never hold up the MQTT loop or the other clients. When a client's backlog of
-live messages reaches ``backlog_limit``, its OLDEST frames are dropped and counted (logged
-once per client and when it disconnects). Dropping old frames rather than disconnecting
-suits this data: every topic is a state whose newer message supersedes the older ones.
-The retained replay and the replies to a client's own commands are queued whatever the
-limit (they are bounded by the number of topics), so a subscription never starts cut short.
+one client can never hold up the MQTT loop or the other clients. A backlog holds at most
+``backlog_limit`` frames; past it the OLDEST frames go, counted (logged once per client and
+when it disconnects). Dropping old frames rather than disconnecting suits this data: every
+topic is a state whose newer message supersedes the older ones. Replays and the replies to
+a client's commands count against the backlog and are dropped like any other frame, except
+that a subscription's replay is cut to fit behind its ``{"subscribed": ...}`` notice, so
+it never starts without it.
+
+Clients that do not read: a client is closed (WebSocket code 1008) when it sends a command
+while ``MAX_UNREAD_REPLIES`` replies to its earlier commands have not been sent to it, be
+they still waiting in its backlog or dropped from it. Such a client is asking for work
+whose results it never takes.
+
+The MQTT side is bounded too: the relay's client announces a Receive Maximum of
+``RECEIVE_MAXIMUM`` and acknowledges each message once handled, so no more QoS 1 messages
+than that wait in the api for the relay; a flood waits at the broker, within its limits.
 """
 
 from __future__ import annotations
@@ -19,48 +40,63 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import aiomqtt
 import msgspec
 
 from minerwatch.shared.config import MqttConfig
-from minerwatch.shared.mqtt import MqttLink
+from minerwatch.shared.errors import one_line
+from minerwatch.shared.messages import Payload, Rejected, decode_message
+from minerwatch.shared.mqtt import MqttClient, MqttLink
+from minerwatch.shared.mqtt.aio import AiomqttClient
+from minerwatch.shared.mqtt.client import Client
+from minerwatch.shared.rejects import RejectLog
+from minerwatch.shared.topics import FilterError, filter_matches
+from minerwatch.shared.topics import check_filter as check_mqtt_filter
 
 log = logging.getLogger("minerwatch.api.relay")
 
 DEFAULT_BACKLOG_LIMIT = 1000
 MAX_FILTERS_PER_CLIENT = 64
+#: Replies to its own commands a client may leave unread before its next command closes it
+#: (a client may pipeline a command per filter, and as many unsubscribes, before reading).
+MAX_UNREAD_REPLIES = 2 * MAX_FILTERS_PER_CLIENT
+#: Bounds of the retained-state cache (see the module docstring).
+MAX_CACHED_TOPICS = 20_000
+MAX_CACHED_BYTES = 32 * 1024 * 1024
+#: QoS 1 messages the broker may have out to the relay unacknowledged (each is acknowledged
+#: once handled): at most this many wait in the MQTT client, at most 1 MiB each.
+RECEIVE_MAXIMUM = 100
+#: An unforeseen error is logged with its traceback at most once per this many seconds.
+UNFORESEEN_LOG_INTERVAL_S = 30.0
 
-_json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
 
-
-class FilterError(ValueError):
-    """A topic filter a client may not use; ``str()`` is the one-line reason."""
-
-
-def decode_payload(payload: bytes) -> object:
-    """JSON payloads as their value; anything else (``online``/``offline``) as text."""
-    try:
-        return _json_decoder.decode(payload)
-    except msgspec.DecodeError:
-        return payload.decode("utf-8", errors="replace")
-
-
-def payload_bytes(payload: object) -> bytes:
-    """aiomqtt hands payloads over as bytes, but its type also allows str and numbers."""
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    if payload is None:
-        return b""
-    return str(payload).encode()
+__all__ = [
+    "DEFAULT_BACKLOG_LIMIT",
+    "MAX_CACHED_BYTES",
+    "MAX_CACHED_TOPICS",
+    "MAX_FILTERS_PER_CLIENT",
+    "MAX_UNREAD_REPLIES",
+    "RECEIVE_MAXIMUM",
+    "FilterError",
+    "Relay",
+    "RelayLink",
+    "Subscriber",
+    "TopicFilter",
+    "check_filter",
+    "message_frame",
+    "notice_frame",
+]
 
 
-def message_frame(topic: str, payload: bytes) -> str:
-    return _json_encoder.encode({"topic": topic, "payload": decode_payload(payload)}).decode()
+def message_frame(topic: str, message: Payload | None) -> str:
+    """``{"topic": ..., "payload": ...}``: the decoded message as JSON, ``""`` for none."""
+    payload = "" if message is None else message
+    return _json_encoder.encode({"topic": topic, "payload": payload}).decode()
 
 
 def notice_frame(key: str, value: str) -> str:
@@ -68,68 +104,125 @@ def notice_frame(key: str, value: str) -> str:
     return _json_encoder.encode({key: value}).decode()
 
 
-def check_filter(base: str, text: str) -> aiomqtt.Wildcard:
+@dataclass(frozen=True, slots=True)
+class TopicFilter:
+    """A client's MQTT topic filter, checked, with its levels for matching."""
+
+    text: str
+    levels: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def matches(self, topic: str) -> bool:
+        return filter_matches(self.levels, topic)
+
+
+def check_filter(base: str, text: object) -> TopicFilter:
     """A valid MQTT topic filter inside ``{base}/#``, else FilterError."""
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str):
         raise FilterError("the topic filter must be a non-empty string")
-    try:
-        wildcard = aiomqtt.Wildcard(text)
-    except ValueError:
-        raise FilterError(f"{text!r} is not a valid MQTT topic filter") from None
-    if text.split("/", 1)[0] != base:
+    levels = check_mqtt_filter(text)
+    if levels[0] != base:
         raise FilterError(f"{text!r} is outside {base}/#: only topics under {base}/ are relayed")
-    return wildcard
+    return TopicFilter(text, tuple(levels))
 
 
-@dataclass(slots=True)
-class Retained:
-    topic: aiomqtt.Topic
-    frame: str
+class RelayLink(MqttLink):
+    """The relay's link: the lean client, so that a flood of junk on ``{base}/#`` is read
+    at tens of thousands of messages a second (aiomqtt: about 1,500 here) and valid messages
+    are not held up behind it; with a Receive Maximum, so that what waits in the client
+    for the relay is bounded (without one the broker may send 65,535 unacknowledged
+    messages, and Mosquitto sends them as fast as it can)."""
+
+    def _client(self) -> Client | AiomqttClient:
+        client = super()._client()
+        if isinstance(client, Client):
+            client.receive_maximum = RECEIVE_MAXIMUM
+        return client
 
 
 class Subscriber:
     """One WebSocket client: its filters and its backlog of frames waiting to be sent."""
 
     def __init__(self, backlog_limit: int = DEFAULT_BACKLOG_LIMIT) -> None:
-        self.backlog_limit = backlog_limit
-        self.filters: dict[str, aiomqtt.Wildcard] = {}
+        self.backlog_limit = max(backlog_limit, 1)
+        self.filters: dict[str, TopicFilter] = {}
         self.dropped = 0
-        self._backlog: deque[str] = deque()
+        #: Replies to this client's commands not sent to it (waiting, or dropped).
+        self.unread_replies = 0
+        self._backlog: deque[tuple[str, bool]] = deque()
         self._ready = asyncio.Event()
 
-    def matches(self, topic: aiomqtt.Topic) -> bool:
-        return any(topic.matches(wildcard) for wildcard in self.filters.values())
+    def matches(self, topic: str) -> bool:
+        return any(topic_filter.matches(topic) for topic_filter in self.filters.values())
 
-    def push(self, frame: str, *, droppable: bool = True) -> None:
-        """Queue a frame without waiting. Live frames beyond the limit push out the oldest;
-        the retained replay and replies to the client's own commands are always kept."""
-        if droppable and len(self._backlog) >= self.backlog_limit:
+    def push(self, frame: str, *, reply: bool = False) -> None:
+        """Queue a frame without waiting; past the limit the oldest frame goes. ``reply``:
+        the answer to one of the client's commands (counted until it is sent)."""
+        if len(self._backlog) >= self.backlog_limit:
             self._backlog.popleft()
-            self.dropped += 1
-            if self.dropped == 1:
-                log.warning("a WebSocket client is not keeping up; dropping its oldest messages")
-        self._backlog.append(frame)
+            self._count_dropped(1)
+        self._backlog.append((frame, reply))
+        if reply:
+            self.unread_replies += 1
         self._ready.set()
+
+    def push_subscription(self, notice: str, replay: list[str]) -> None:
+        """A subscription's notice, then as much of its replay as fits behind it."""
+        room = self.backlog_limit - 1
+        if len(replay) > room:
+            self._count_dropped(len(replay) - room)
+            replay = replay[len(replay) - room:] if room else []
+        self.push(notice, reply=True)
+        for frame in replay:
+            self.push(frame)
+
+    def _count_dropped(self, count: int) -> None:
+        if not self.dropped:
+            log.warning("a WebSocket client is not keeping up; dropping its oldest messages")
+        self.dropped += count
 
     async def next_frame(self) -> str:
         while not self._backlog:
             self._ready.clear()
             await self._ready.wait()
-        return self._backlog.popleft()
+        frame, reply = self._backlog.popleft()
+        if reply:
+            self.unread_replies -= 1
+        return frame
 
     @property
     def backlog(self) -> int:
         return len(self._backlog)
 
+    @property
+    def ignores_replies(self) -> bool:
+        """Whether the client has left too many replies unread to be given more work."""
+        return self.unread_replies >= MAX_UNREAD_REPLIES
+
 
 class Relay:
     """Owns the api's MQTT connection, the retained-state cache and the subscribers."""
 
-    def __init__(self, config: MqttConfig, *, backlog_limit: int = DEFAULT_BACKLOG_LIMIT) -> None:
+    def __init__(self, config: MqttConfig, *, backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
+                 max_cached_topics: int = MAX_CACHED_TOPICS,
+                 max_cached_bytes: int = MAX_CACHED_BYTES) -> None:
         self.base = config.base_topic
-        self.link = MqttLink(config, "api")
+        self.link = RelayLink(config, "api", lean=True)
         self.backlog_limit = backlog_limit
-        self.retained: dict[str, Retained] = {}
+        self.max_cached_topics = max_cached_topics
+        self.max_cached_bytes = max_cached_bytes
+        #: topic -> the frame of its newest message, for the retained topics of the registry
+        self.retained: dict[str, str] = {}
+        self.cached_bytes = 0
+        #: New topics not cached because the cache was full (since start).
+        self.uncached = 0
+        self._said_full = False
+        self.rejects = RejectLog(log)
+        #: Messages dropped by the last-resort guard (since start).
+        self.unforeseen = 0
+        self._unforeseen_logged_at: float | None = None
         self.subscribers: set[Subscriber] = set()
         #: True once the broker acknowledged the ``{base}/#`` subscription of this session.
         self.listening = False
@@ -151,37 +244,88 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self.rejects.close()
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    async def _session(self, client: MqttClient) -> None:
         # The broker replays every retained message on (re)subscription: start the cache
         # afresh so a topic deleted while we were away does not live on here.
-        self.retained.clear()
-        await client.subscribe(f"{self.base}/#", qos=1)
+        self._clear_cache()
+        await client.subscribe([f"{self.base}/#"])
         self.listening = True
         try:
             async for message in client.messages:
-                self.dispatch(message.topic.value, payload_bytes(message.payload))
-                # aiomqtt hands over queued messages without suspending: let the clients'
-                # senders run between messages so a burst does not pile up in every backlog.
+                self.receive(message.topic, message.payload)
+                client.ack(message)  # relayed or not, it is done with
+                # Queued messages come without suspending: let the clients' senders run
+                # between messages so a burst does not pile up in every backlog.
                 await asyncio.sleep(0)
         finally:
             self.listening = False
 
-    def dispatch(self, topic_name: str, payload: bytes) -> None:
-        """Remember the topic's state and queue the message for every matching client."""
+    def receive(self, topic: str, payload: bytes) -> None:
+        """``dispatch`` behind the last-resort guard: whatever goes wrong with one message
+        is logged and that message dropped; the relay goes on."""
         try:
-            topic = aiomqtt.Topic(topic_name)
-        except ValueError:
-            log.warning("ignoring a message on an invalid topic %r", topic_name)
+            self.dispatch(topic, payload)
+        except Exception as exc:
+            self._unforeseen(topic, exc)
+
+    def dispatch(self, topic: str, payload: bytes) -> None:
+        """Decode, remember the topic's state, and queue the frame for every matching
+        client; a message that does not decode is counted and logged."""
+        decoded = decode_message(self.base, topic, payload)
+        if isinstance(decoded, Rejected):
+            self.rejects.note(decoded.kind, str(decoded))
             return
-        frame = message_frame(topic_name, payload)
-        if payload:
-            self.retained[topic_name] = Retained(topic, frame)
-        else:
-            self.retained.pop(topic_name, None)
+        frame = message_frame(topic, decoded.message)
+        if decoded.spec.retained:
+            self._remember(topic, None if decoded.message is None else frame)
         for subscriber in self.subscribers:
             if subscriber.matches(topic):
                 subscriber.push(frame)
+
+    def _unforeseen(self, topic: str, exc: Exception) -> None:
+        self.unforeseen += 1
+        now = time.monotonic()
+        last = self._unforeseen_logged_at
+        if last is None or now - last >= UNFORESEEN_LOG_INTERVAL_S:
+            self._unforeseen_logged_at = now
+            log.error("unexpected error relaying a message on %r, dropped (%d so far): %s",
+                      topic[:200], self.unforeseen, one_line(exc), exc_info=exc)
+
+    # --- the retained-state cache -------------------------------------------------------
+
+    def _clear_cache(self) -> None:
+        self.retained.clear()
+        self.cached_bytes = 0
+        self._said_full = False
+
+    def _remember(self, topic: str, frame: str | None) -> None:
+        """Cache ``frame`` as the state of ``topic``; None deletes it."""
+        old = self.retained.pop(topic, None)
+        if old is not None:
+            self.cached_bytes -= sys.getsizeof(old)
+        if frame is None:
+            return
+        size = sys.getsizeof(frame)
+        if self.cached_bytes + size > self.max_cached_bytes or (
+                old is None and len(self.retained) >= self.max_cached_topics):
+            # A topic replaced past the byte bound is forgotten rather than kept stale.
+            self._refuse(topic)
+            return
+        self.retained[topic] = frame
+        self.cached_bytes += size
+
+    def _refuse(self, topic: str) -> None:
+        self.uncached += 1
+        if not self._said_full:
+            self._said_full = True
+            log.warning(
+                "the relay's cache of retained state is full (%d topics, %.1f MB; at most "
+                "%d topics, %.0f MB): %r and other new topics are relayed live but not "
+                "replayed to new WebSocket clients", len(self.retained),
+                self.cached_bytes / 1e6, self.max_cached_topics, self.max_cached_bytes / 1e6,
+                topic[:200])
 
     # --- WebSocket side -----------------------------------------------------------------
 
@@ -195,24 +339,21 @@ class Relay:
         if subscriber.dropped:
             log.info("WebSocket client left after %d dropped messages", subscriber.dropped)
 
-    def subscribe(self, subscriber: Subscriber, text: str) -> None:
+    def subscribe(self, subscriber: Subscriber, text: object) -> None:
         """Add a filter, then queue the current state of every topic it matches; both
         happen before any further MQTT message is dispatched, so the replay comes first."""
-        wildcard = check_filter(self.base, text)
-        if text not in subscriber.filters and len(subscriber.filters) >= MAX_FILTERS_PER_CLIENT:
+        topic_filter = check_filter(self.base, text)
+        key = topic_filter.text
+        if key not in subscriber.filters and len(subscriber.filters) >= MAX_FILTERS_PER_CLIENT:
             raise FilterError(f"too many subscriptions (at most {MAX_FILTERS_PER_CLIENT})")
-        subscriber.filters[text] = wildcard
-        subscriber.push(notice_frame("subscribed", text), droppable=False)
-        for frame in self.replay(wildcard):
-            subscriber.push(frame, droppable=False)
+        subscriber.filters[key] = topic_filter
+        subscriber.push_subscription(notice_frame("subscribed", key), self.replay(topic_filter))
 
     def unsubscribe(self, subscriber: Subscriber, text: str) -> None:
         if text not in subscriber.filters:
             raise FilterError(f"not subscribed to {text!r}")
         del subscriber.filters[text]
-        subscriber.push(notice_frame("unsubscribed", text), droppable=False)
+        subscriber.push(notice_frame("unsubscribed", text), reply=True)
 
-    def replay(self, wildcard: aiomqtt.Wildcard) -> Iterator[str]:
-        for retained in self.retained.values():
-            if retained.topic.matches(wildcard):
-                yield retained.frame
+    def replay(self, topic_filter: TopicFilter) -> list[str]:
+        return [frame for topic, frame in self.retained.items() if topic_filter.matches(topic)]

@@ -6,14 +6,13 @@ from litestar import get
 from litestar.di import NamedDependency
 
 from minerwatch.api.database import Database
-from minerwatch.api.models import Health
+from minerwatch.api.models import Health, Up
 from minerwatch.api.relay import Relay
 
 
 @get("/healthz", summary="The state of the broker link and the database", cache=False)
 async def healthz(db: NamedDependency[Database], relay: NamedDependency[Relay]) -> Health:
-    broker = "up" if relay.connected else "down"
-    database = "up" if await db.ping() else "down"
-    status = "ok" if broker == database == "up" else "degraded"
-    return Health(status=status, broker=broker, database=database)
-
+    broker: Up = "up" if relay.connected else "down"
+    database: Up = "up" if await db.ping() else "down"
+    return Health(status="ok" if broker == database == "up" else "degraded",
+                  broker=broker, database=database)
