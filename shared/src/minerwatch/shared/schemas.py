@@ -1,4 +1,4 @@
-"""Message payloads of schema 1: the public MQTT contract (see shared/DESIGN.md).
+"""Message payloads of schema 1: the public MQTT contract (docs/contract.md).
 
 Every payload is a msgspec Struct. Encoding always writes every field (missing values
 are ``null``, never absent); decoding ignores unknown fields so later schema additions
