@@ -69,6 +69,11 @@ NET = "127.77"  # miner i at 127.77.(i // 250).(i % 250 + 1)
 MINERS_PER_FLEET = 2500
 PORT = 80
 FALLBACK_PORT = 18080
+#: The collector keeps no more QoS 1 publishes unacknowledged than the broker's Receive
+#: Maximum (Mosquitto's ``max_inflight_messages``, 20 by default). Flat out, a busy event
+#: loop turns a few times a second and each turn settles one window: 20 would measure
+#: the broker's setting, not the collector. Large fleets want a larger one too.
+BROKER_SETTINGS = "max_inflight_messages 1000\n"
 AXEOS_PAGE = b"<!doctype html><html><head><title>AxeOS</title></head><body></body></html>"
 CLIENTS = ("collector", "pyasic_rs", "pyasic")
 
@@ -192,8 +197,8 @@ class CollectorClient(Client):
 
         self.size = miners
         self.make = collector
-        # Flat out, every poll is "late" and "skips" ticks: the poller would say so.
-        self.scheduler_log = logging.getLogger("minerwatch.collector.poller")
+        # Flat out, every poll is "late" and "skips" ticks: the scheduler would say so.
+        self.scheduler_log = logging.getLogger("minerwatch.collector.scheduler")
         self.scheduler_log.setLevel(logging.ERROR)
         # A due time always passed: a miner is polled again as soon as its poll ends. The
         # long timeout keeps its connections alive (interval + timeout) while it is paused.
@@ -205,10 +210,10 @@ class CollectorClient(Client):
         return self.collector.publisher.published
 
     def completed(self) -> int:
-        return self.collector.poller.stats.completed
+        return self.collector.scheduler.stats.completed
 
     def failures(self) -> int:
-        return self.collector.poller.stats.failed
+        return self.collector.scheduler.stats.failed
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.collector.run())
@@ -222,7 +227,7 @@ class CollectorClient(Client):
         self.scheduler_log.setLevel(logging.NOTSET)
         self.collector = self.make(poll_interval_s=INTERVAL_S)
         await self.start()
-        stats = self.collector.poller.stats
+        stats = self.collector.scheduler.stats
         first = await first_pass(self.completed, self.size, 6 * INTERVAL_S)
         stats.lateness.clear()
         say("window", phase="start")
@@ -632,8 +637,9 @@ simulated Bitaxes (AxeOS v2.11, ~2 KB replies) run in processes of their own, on
 address each on port {port}. At most {CONCURRENCY["collector"]:,} polls at once
 ({CONCURRENCY["pyasic"]} for pyasic, which does better so; it polls the first
 {PYASIC_MINERS:,} miners only, as building 10,000 of its miner objects alone takes ~40 s).
-A collector poll counts when the broker (a local Mosquitto) acknowledged the sample:
-fetched, normalized and published. pyasic_rs and pyasic fetch into their own data objects
+A collector poll counts when the broker (a local Mosquitto, `{BROKER_SETTINGS.strip()}`: the
+collector keeps within its Receive Maximum) acknowledged the sample: fetched, normalized
+and published. pyasic_rs and pyasic fetch into their own data objects
 and publish nothing; pyasic_rs asks `/api/system/info` and `/api/system/asic` for each
 poll and sets a miner up on its first poll, pyasic opens a new HTTP client per request.
 **first poll of each miner**: CPU per poll of the first pass over the fleet (connections,
@@ -661,7 +667,8 @@ async def main(sizes: list[int]) -> None:
         print(f"cannot bind port {PORT} on loopback: collector only, on port {port}")
     results: Results = {}
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp, private_broker(Path(tmp)) as broker_port:
+    with (tempfile.TemporaryDirectory() as tmp,
+          private_broker(Path(tmp), BROKER_SETTINGS) as broker_port):
         url = f"mqtt://127.0.0.1:{broker_port}"
         for miners in sizes:
             started = time.monotonic()

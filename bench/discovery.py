@@ -21,7 +21,7 @@ from report import write_section
 
 from minerwatch.collector.discovery import scan
 from minerwatch.collector.drivers import create_driver
-from minerwatch.collector.live import LiveAxeosDriver
+from minerwatch.collector.drivers.live import LiveAxeosDriver
 from minerwatch.sim.fleet import Fleet
 
 RUNS = 3

@@ -27,16 +27,16 @@ from pathlib import Path
 from report import write_section
 
 from minerwatch.collector.drivers.axeos import decode_body, parse_system_info
-from minerwatch.collector.drivers.cgminer import (
+from minerwatch.collector.drivers.cgminer.driver import CgminerDriver
+from minerwatch.collector.drivers.cgminer.families import (
     ANTMINER,
     AVALON,
     WHATSMINER,
-    CgminerDriver,
     Family,
-    decode_reply,
     parse_version,
 )
-from minerwatch.collector.drivers.cgminer_fields import build_reading, parse_pools, parse_summary
+from minerwatch.collector.drivers.cgminer.replies import build_reading, parse_pools, parse_summary
+from minerwatch.collector.drivers.cgminer.transport import decode_reply
 
 RUNS = 3
 PARSE_ROUNDS = 2000
@@ -128,7 +128,7 @@ async def throughput(base: int, joined: bool) -> tuple[float, float, float]:
     drivers = [CgminerDriver("127.0.0.1", base + i, timeout_s=5.0) for i in range(MINERS)]
     for driver in drivers:  # first poll outside the window: family and join learned
         if not joined:
-            driver.joined = False
+            driver.quirks.joined = False
     await asyncio.gather(*(driver.fetch() for driver in drivers))
     polls = 0
     stop = time.monotonic() + WINDOW_S

@@ -217,6 +217,17 @@ def s19_replies() -> dict[str, bytes]:
 
 
 @pytest.fixture
+def roomy_broker(own_broker: Any) -> Any:
+    """``own_broker`` with the Receive Maximum of the production configs (mosquitto/):
+    ``max_inflight_messages 100``, not Mosquitto's default of 20."""
+    own_broker.local.stop()
+    with own_broker.local.conf.open("a") as conf:
+        conf.write("max_inflight_messages 100\n")
+    own_broker.local.start()
+    return own_broker
+
+
+@pytest.fixture
 def dead_port() -> int:
     """A loopback port nothing listens on."""
     with socket.socket() as sock:

@@ -9,17 +9,16 @@ from typing import Any
 import pytest
 
 from minerwatch.collector.drivers import PollError
-from minerwatch.collector.drivers.cgminer import (
+from minerwatch.collector.drivers.cgminer.antminer import parse_stats
+from minerwatch.collector.drivers.cgminer.families import parse_version
+from minerwatch.collector.drivers.cgminer.replies import (
     Summary,
     build_reading,
-    decode_reply,
     hashrate_ths,
     parse_pools,
-    parse_stats,
     parse_summary,
-    parse_version,
-    repair_json,
 )
+from minerwatch.collector.drivers.cgminer.transport import decode_reply, repair_json
 
 LoadFixture = Callable[[str], bytes]
 

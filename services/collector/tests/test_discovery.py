@@ -25,8 +25,9 @@ from minerwatch.collector.discovery import (
     scan_hosts,
 )
 from minerwatch.collector.drivers import fitting
-from minerwatch.collector.poller import Poller
-from minerwatch.collector.publisher import Outbox
+from minerwatch.collector.fleet import FleetRegistry
+from minerwatch.collector.outbox import Outbox
+from minerwatch.collector.scheduler import Scheduler
 from minerwatch.collector.service import serve
 from minerwatch.shared import schemas
 from minerwatch.shared.config import CollectorConfig, Config, DiscoveryConfig, MqttConfig
@@ -150,12 +151,12 @@ async def test_found_miners_join_without_a_restart_and_moves_are_followed(
     ports: tuple[int, int]
 ) -> None:
     outbox = Outbox()
-    poller = Poller(CollectorConfig(poll_interval_s=0.1, timeout_s=0.5), outbox)
+    registry = FleetRegistry(CollectorConfig(poll_interval_s=0.1, timeout_s=0.5), outbox)
     config = DiscoveryConfig(cidrs=["127.77.3.0/28"], ports=list(ports),
                              rescan_interval_s=0.2, timeout_s=0.5)
     async with miners_at([("127.77.3.2", "axeos", 30)], ports) as [first]:
-        tasks = [asyncio.create_task(poller.run()),
-                 asyncio.create_task(discover(config, poller))]
+        tasks = [asyncio.create_task(Scheduler(registry.config, registry).run()),
+                 asyncio.create_task(discover(config, registry))]
         try:
             ids = lambda: {s.miner_id for s in sent(outbox, Sample)}  # noqa: E731
             await until(lambda: mac_id(first.mac) in ids())
@@ -170,23 +171,24 @@ async def test_found_miners_join_without_a_restart_and_moves_are_followed(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await registry.aclose()
     assert first_fleet_host == "127.77.3.2"
     assert ids() == {mac_id(first.mac), mac_id(second.mac)}  # the mover kept its id
-    assert len(poller.slots) == 2  # and is polled once, at the address that answers
+    assert len(registry.slots) == 2  # and is polled once, at the address that answers
     hosts = [i.host for i in sent(outbox, MinerInfo) if i.miner_id == mac_id(first.mac)]
     assert hosts == ["127.77.3.2", "127.77.3.6"]
 
 
 async def test_nothing_is_scanned_unless_configured() -> None:
-    poller = Poller(CollectorConfig(), Outbox())
-    await asyncio.wait_for(discover(DiscoveryConfig(), poller), 0.5)  # returns at once
-    assert poller.slots == []
+    registry = FleetRegistry(CollectorConfig(), Outbox())
+    await asyncio.wait_for(discover(DiscoveryConfig(), registry), 0.5)  # returns at once
+    assert registry.slots == []
 
 
 async def test_mdns_announcements_join_the_polling(ports: tuple[int, int]) -> None:
     announcer = AsyncZeroconf(interfaces=LOOPBACK_ONLY, ip_version=IPVersion.V4Only)
     outbox = Outbox()
-    poller = Poller(CollectorConfig(poll_interval_s=0.1, timeout_s=0.5), outbox)
+    registry = FleetRegistry(CollectorConfig(poll_interval_s=0.1, timeout_s=0.5), outbox)
     heard: list[Found] = []
     browser = MdnsBrowser(heard.append, interfaces=LOOPBACK_ONLY)
     async with miners_at([("127.77.4.2", "axeos", 40)], ports,
@@ -201,8 +203,9 @@ async def test_mdns_announcements_join_the_polling(ports: tuple[int, int]) -> No
             "_http._tcp.local.", "printer._http._tcp.local.",
             addresses=[socket.inet_aton("127.77.4.3")], port=ports[0],
             server="printer.local.")
-        tasks = [asyncio.create_task(poller.run()), asyncio.create_task(
-            discover(DiscoveryConfig(mdns=True), poller, interfaces=LOOPBACK_ONLY))]
+        tasks = [asyncio.create_task(Scheduler(registry.config, registry).run()),
+                 asyncio.create_task(discover(DiscoveryConfig(mdns=True), registry,
+                                              interfaces=LOOPBACK_ONLY))]
         try:
             await browser.start()
             await asyncio.gather(announcer.async_register_service(printer),
@@ -215,13 +218,14 @@ async def test_mdns_announcements_join_the_polling(ports: tuple[int, int]) -> No
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await registry.aclose()
             await browser.close()
             await announcer.async_unregister_all_services()
             await announcer.async_close()
     assert heard == [Found(host="127.77.4.2", port=ports[0], driver="axeos", make="Bitaxe",
                            model="Gamma BM1370", firmware="v2.15.0", hostname="bitaxe-40",
                            via="mdns")]
-    assert [slot.driver.host for slot in poller.slots] == ["127.77.4.2"]
+    assert [slot.driver.host for slot in registry.slots] == ["127.77.4.2"]
 
 
 async def test_the_service_publishes_what_discovery_finds(

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from minerwatch.collector.drivers.antminer import parse_stats, parse_version
-from minerwatch.collector.drivers.cgminer import ANTMINER, CgminerDriver, decode_reply
+from minerwatch.collector.drivers.cgminer.antminer import parse_stats, parse_version
+from minerwatch.collector.drivers.cgminer.driver import CgminerDriver
+from minerwatch.collector.drivers.cgminer.families import ANTMINER
+from minerwatch.collector.drivers.cgminer.transport import decode_reply
 
 StartServer = Callable[..., Awaitable[Any]]
 LoadFixture = Callable[[str], bytes]
@@ -33,7 +35,7 @@ async def test_s9_end_to_end(
     miner = await cgminer_miner(s9_replies(load_fixture), joins=joins)
     driver = CgminerDriver("127.0.0.1", miner.port, timeout_s=2.0)
     reading = await driver.fetch()
-    assert driver.family is ANTMINER
+    assert driver.quirks.family is ANTMINER
     sample = reading.sample("s9", TS)
     assert sample.hashrate_ths == pytest.approx(13.61248)  # "GHS 5s" string, GH/s
     assert sample.expected_hashrate_ths == pytest.approx(13.5)  # total_rateideal, no unit: GH

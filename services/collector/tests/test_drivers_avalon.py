@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from minerwatch.collector.drivers.avalon import module_fields, parse_estats, parse_version
-from minerwatch.collector.drivers.cgminer import AVALON, CgminerDriver, decode_reply
+from minerwatch.collector.drivers.cgminer.avalon import module_fields, parse_estats, parse_version
+from minerwatch.collector.drivers.cgminer.driver import CgminerDriver
+from minerwatch.collector.drivers.cgminer.families import AVALON
+from minerwatch.collector.drivers.cgminer.transport import decode_reply
 
 StartServer = Callable[..., Awaitable[Any]]
 LoadFixture = Callable[[str], bytes]
@@ -29,7 +31,7 @@ async def test_nano3s_end_to_end(
     driver = CgminerDriver("127.0.0.1", miner.port, timeout_s=2.0)
     reading = await driver.fetch()
     await driver.fetch()
-    assert driver.family is AVALON
+    assert driver.quirks.family is AVALON
     sample = reading.sample("nano", TS)
     assert sample.hashrate_ths == pytest.approx(6.21435111)  # "MHS 30s", MH/s
     assert sample.temp_c == 88.0  # TMax; ITemp[-273] is "no sensor"

@@ -12,17 +12,16 @@ from typing import Any
 import pytest
 
 from minerwatch.collector.drivers import PollError
-from minerwatch.collector.drivers.cgminer import (
+from minerwatch.collector.drivers.cgminer.driver import CgminerDriver, Quirks
+from minerwatch.collector.drivers.cgminer.families import (
     ANTMINER,
     AVALON,
     GENERIC,
     WHATSMINER,
-    CgminerDriver,
-    StatusError,
-    decode_reply,
     family_of,
-    split_joined,
 )
+from minerwatch.collector.drivers.cgminer.replies import Identity
+from minerwatch.collector.drivers.cgminer.transport import StatusError, decode_reply, split_joined
 
 StartServer = Callable[..., Awaitable[Any]]
 LoadFixture = Callable[[str], bytes]
@@ -74,7 +73,7 @@ async def test_generic_cgminer_end_to_end(cgminer_miner: StartServer) -> None:
                                  "stats": PLAIN_STATS}, joins=True)
     driver = CgminerDriver("127.0.0.1", miner.port, timeout_s=2.0)
     reading = await driver.fetch()
-    assert driver.family is GENERIC
+    assert driver.quirks.family is GENERIC
     assert reading.hashrate_ths == pytest.approx(1.2500005)
     assert (reading.temp_c, reading.fan_rpm) == (47.0, [3000])  # board temps: no chip ones
     assert reading.firmware == "CGMiner 4.11.1" and reading.make is None
@@ -91,7 +90,7 @@ async def test_joined_refusal_is_remembered_per_miner(
     for _ in range(3):
         await first.fetch()
         await second.fetch()
-    assert (first.joined, second.joined) == (False, True)
+    assert (first.quirks.joined, second.quirks.joined) == (False, True)
     joined = [r["command"] for r in refusing.requests if "+" in str(r["command"])]
     assert joined == ["summary+pools"]  # refused once, never asked again
     assert refusing.connections == 1 + 1 + 3 * 3  # version, the refused join, 3 per poll
@@ -106,7 +105,7 @@ async def test_a_joined_reply_that_is_not_one_falls_back_at_once(
     miner = await cgminer_miner(replies)
     driver = CgminerDriver("127.0.0.1", miner.port, timeout_s=2.0)
     reading = await driver.fetch()
-    assert driver.joined is False
+    assert driver.quirks.joined is False
     assert reading.pool_url == "stratum+tcp://btc.f2pool.com:3333"
 
 
@@ -143,7 +142,7 @@ async def test_a_version_that_never_answers_does_not_stop_polling(
             reading = await driver.fetch()
             assert time.monotonic() - started < 0.4 + 0.3
             assert reading.hashrate_ths == pytest.approx(109.87654)
-        assert driver.family is GENERIC  # gave up asking after 3 polls without an answer
+        assert driver.quirks.family is GENERIC  # gave up asking after 3 polls without an answer
     finally:
         await silent_version.close()
 
@@ -208,7 +207,7 @@ async def test_a_firmware_that_chokes_on_joined_commands_is_asked_one_at_a_time(
         for _ in range(2):
             with pytest.raises(PollError, match="timeout"):
                 await driver.fetch()
-        assert driver.joined is False
+        assert driver.quirks.joined is False
         reading = await driver.fetch()
     finally:
         await choking.close()
@@ -227,5 +226,29 @@ async def test_a_miner_away_at_start_still_gets_its_family(
             await driver.fetch()
     miner.mode = "normal"
     reading = await driver.fetch()
-    assert driver.family is AVALON
+    assert driver.quirks.family is AVALON
     assert (reading.temp_c, reading.power_w, reading.model) == (88.0, 133.0, "Nano3s")
+
+
+def test_what_a_driver_learned_is_forgotten_when_the_miner_restarts() -> None:
+    quirks = Quirks(family=ANTMINER, identity=Identity(model="S19 Pro"), joined=True)
+    quirks.options["stats"] = {"new_api": True}
+    quirks.richer_tried.add("stats")
+    assert not quirks.identify
+    assert quirks.noticed_uptime(100) is False
+    assert quirks.noticed_uptime(160) is False
+    assert quirks.noticed_uptime(5) is True  # the uptime went down: a restart
+    assert quirks.identify and quirks.ask_version  # who is it now?
+    assert (quirks.joined, quirks.options, quirks.richer_tried) == (None, {}, set())
+    assert quirks.family is ANTMINER  # until version says otherwise
+
+
+def test_joined_commands_are_given_up_after_silences_not_after_refused_connections() -> None:
+    silent, away = Quirks(), Quirks()
+    timeout = PollError("timeout after 1.0 s")
+    assert silent.joined_silent(timeout) is False
+    assert silent.joined_silent(timeout) is True  # the second in a row: one at a time now
+    assert silent.joined is False
+    for _ in range(5):  # a miner that is away says nothing about its firmware
+        assert away.joined_silent(PollError("connection refused")) is False
+    assert away.joined is None

@@ -15,8 +15,9 @@ import pytest
 
 from minerwatch.collector.drivers import PollError, Reading
 from minerwatch.collector.drivers.axeos import parse_system_info
-from minerwatch.collector.drivers.cgminer import FAMILIES, decode_reply, parse_version
-from minerwatch.collector.drivers.cgminer_fields import build_reading, parse_pools, parse_summary
+from minerwatch.collector.drivers.cgminer.families import FAMILIES, parse_version
+from minerwatch.collector.drivers.cgminer.replies import build_reading, parse_pools, parse_summary
+from minerwatch.collector.drivers.cgminer.transport import decode_reply
 from minerwatch.shared import schemas
 from minerwatch.shared.schemas import Sample
 

@@ -18,7 +18,7 @@ import pytest
 
 from minerwatch.collector.drivers import PollError
 from minerwatch.collector.drivers.axeos import AxeosDriver
-from minerwatch.collector.drivers.cgminer import CgminerDriver
+from minerwatch.collector.drivers.cgminer.driver import CgminerDriver
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 COLLECTOR = str(Path(sys.executable).parent / "minerwatch-collector")

@@ -11,7 +11,8 @@ import pytest
 
 from minerwatch.collector.drivers import PollError, create_driver
 from minerwatch.collector.drivers.axeos import AxeosDriver
-from minerwatch.collector.drivers.cgminer import CgminerDriver, request
+from minerwatch.collector.drivers.cgminer.driver import CgminerDriver
+from minerwatch.collector.drivers.cgminer.transport import request
 
 StartServer = Callable[..., Awaitable[Any]]
 LoadFixture = Callable[[str], bytes]
@@ -157,7 +158,7 @@ async def test_cgminer_joined_commands_when_the_firmware_takes_them(
     assert second.pool_url == "stratum+tcp://btc.f2pool.com:3333"
     assert [r["command"] for r in miner.requests][-1] == "summary+stats+pools"
     assert miner.connections == 4  # version, summary+pools, stats; then one per poll
-    assert driver.joined is True
+    assert driver.quirks.joined is True
 
 
 async def test_cgminer_asks_version_again_after_a_restart(

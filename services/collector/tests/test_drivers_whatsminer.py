@@ -7,15 +7,12 @@ from typing import Any
 
 import pytest
 
-from minerwatch.collector.drivers.cgminer import (
-    WHATSMINER,
-    CgminerDriver,
-    decode_reply,
-    family_of,
-)
-from minerwatch.collector.drivers.cgminer_fields import build_reading, parse_summary
-from minerwatch.collector.drivers.whatsminer import model_name
-from minerwatch.collector.drivers.whatsminer import parse_summary as wm_summary
+from minerwatch.collector.drivers.cgminer.driver import CgminerDriver
+from minerwatch.collector.drivers.cgminer.families import WHATSMINER, family_of
+from minerwatch.collector.drivers.cgminer.replies import build_reading, parse_summary
+from minerwatch.collector.drivers.cgminer.transport import decode_reply
+from minerwatch.collector.drivers.cgminer.whatsminer import model_name
+from minerwatch.collector.drivers.cgminer.whatsminer import parse_summary as wm_summary
 
 StartServer = Callable[..., Awaitable[Any]]
 LoadFixture = Callable[[str], bytes]
@@ -39,7 +36,7 @@ async def test_m30s_plus_end_to_end(
     with caplog.at_level("WARNING"):
         reading = await driver.fetch()
         again = await driver.fetch()
-    assert driver.family is WHATSMINER  # its version error names it
+    assert driver.quirks.family is WHATSMINER  # its version error names it
     sample = reading.sample("m30s", TS)
     assert sample.hashrate_ths == pytest.approx(101.20329548)  # "MHS 5s", MH/s
     assert sample.expected_hashrate_ths == pytest.approx(100.347)  # "Factory GHS"
@@ -98,5 +95,5 @@ async def test_summary_alone_tells_a_whatsminer_whose_version_says_nothing(
     miner = await cgminer_miner(replies)
     driver = CgminerDriver("127.0.0.1", miner.port, timeout_s=2.0)
     reading = await driver.fetch()
-    assert driver.family is WHATSMINER
+    assert driver.quirks.family is WHATSMINER
     assert (reading.temp_c, reading.power_w, reading.model) == (72.0, 3344.0, "M30S+")

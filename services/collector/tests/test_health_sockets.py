@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from minerwatch.collector.poller import MinerSlot, Poller
-from minerwatch.collector.publisher import Outbox
+from minerwatch.collector.fleet import FleetRegistry, MinerSlot
+from minerwatch.collector.outbox import Outbox
 from minerwatch.shared.config import CollectorConfig, MinerConfig
 from minerwatch.shared.schemas import MinerStatus, Sample
 from minerwatch.sim.fleet import Fault, Fleet
@@ -27,31 +27,31 @@ def sent(outbox: Outbox, kind: type) -> list[Any]:
 
 @contextlib.asynccontextmanager
 async def polled(kind: str, offline_after: int = 3
-                 ) -> AsyncIterator[tuple[Any, Poller, MinerSlot, Outbox]]:
+                 ) -> AsyncIterator[tuple[Any, FleetRegistry, MinerSlot, Outbox]]:
     async with Fleet(axeos=int(kind == "axeos"), cgminer=int(kind == "cgminer"),
                      seed=11) as fleet:
         outbox = Outbox()
-        poller = Poller(CollectorConfig(timeout_s=TIMEOUT_S, offline_after=offline_after,
+        registry = FleetRegistry(CollectorConfig(timeout_s=TIMEOUT_S, offline_after=offline_after,
                                         miners=[MinerConfig(url=fleet.miners[0].url,
                                                             name="unit")]), outbox)
         try:
-            yield fleet.miners[0], poller, poller.slots[0], outbox
+            yield fleet.miners[0], registry, registry.slots[0], outbox
         finally:
-            await poller.aclose()
+            await registry.aclose()
 
 
-async def fail_until_offline(poller: Poller, slot: MinerSlot, outbox: Outbox,
+async def fail_until_offline(registry: FleetRegistry, slot: MinerSlot, outbox: Outbox,
                              offline_after: int) -> MinerStatus:
     """Poll ``offline_after`` times: nothing may be published before the last one, then
     exactly the offline status; two more failed polls publish nothing either."""
     published = len(outbox)
     for _ in range(offline_after - 1):
-        await poller.poll_once(slot)
+        await registry.poll(slot)
     assert len(outbox) == published  # a blip, or two, is not news
-    await poller.poll_once(slot)
+    await registry.poll(slot)
     [offline] = [item.message for item in list(outbox._items)[published:]]
     for _ in range(2):
-        await poller.poll_once(slot)
+        await registry.poll(slot)
     assert len(outbox) == published + 1  # said once; no samples while offline
     assert isinstance(offline, MinerStatus)
     return offline
@@ -71,14 +71,14 @@ async def fail_until_offline(poller: Poller, slot: MinerSlot, outbox: Outbox,
 async def test_offline_after_three_failed_polls_with_the_reason(
     kind: str, fault: Fault, reason: str
 ) -> None:
-    async with polled(kind) as (miner, poller, slot, outbox):
-        await poller.poll_once(slot)
+    async with polled(kind) as (miner, registry, slot, outbox):
+        await registry.poll(slot)
         [online] = sent(outbox, MinerStatus)
         await miner.set_fault(fault)
-        offline = await fail_until_offline(poller, slot, outbox, 3)
+        offline = await fail_until_offline(registry, slot, outbox, 3)
         samples = len(sent(outbox, Sample))
         await miner.set_fault(Fault.NONE)
-        await poller.poll_once(slot)
+        await registry.poll(slot)
         back = sent(outbox, MinerStatus)[-1]
     assert online.state == "online" and samples == 1
     assert offline.state == "offline" and offline.failures == 3
@@ -97,47 +97,47 @@ async def test_http_status_is_the_reason(
     server = await http_miner(load_fixture("bitaxe_gamma_v2.11.0_system_info.json"),
                               status=status)
     outbox = Outbox()
-    poller = Poller(CollectorConfig(timeout_s=TIMEOUT_S, miners=[
+    registry = FleetRegistry(CollectorConfig(timeout_s=TIMEOUT_S, miners=[
         MinerConfig(url=f"axeos://127.0.0.1:{server.port}", name="unit")]), outbox)
     try:
-        offline = await fail_until_offline(poller, poller.slots[0], outbox, 3)
+        offline = await fail_until_offline(registry, registry.slots[0], outbox, 3)
     finally:
-        await poller.aclose()
+        await registry.aclose()
     assert (offline.state, offline.reason, offline.failures) == ("offline", f"HTTP {status}", 3)
     assert offline.last_seen is None  # never reached
     assert sent(outbox, Sample) == []
 
 
 async def test_offline_after_is_configurable() -> None:
-    async with polled("axeos", offline_after=5) as (miner, poller, slot, outbox):
-        await poller.poll_once(slot)
+    async with polled("axeos", offline_after=5) as (miner, registry, slot, outbox):
+        await registry.poll(slot)
         await miner.set_fault(Fault.REFUSE)
-        offline = await fail_until_offline(poller, slot, outbox, 5)
+        offline = await fail_until_offline(registry, slot, outbox, 5)
     assert (offline.state, offline.failures) == ("offline", 5)
 
 
 async def test_a_blip_is_not_offline() -> None:
-    async with polled("cgminer") as (miner, poller, slot, outbox):
+    async with polled("cgminer") as (miner, registry, slot, outbox):
         for _ in range(3):
-            await poller.poll_once(slot)
+            await registry.poll(slot)
             await miner.set_fault(Fault.REFUSE)
-            await poller.poll_once(slot)
-            await poller.poll_once(slot)
+            await registry.poll(slot)
+            await registry.poll(slot)
             await miner.set_fault(Fault.NONE)
-        await poller.poll_once(slot)
+        await registry.poll(slot)
     assert [s.state for s in sent(outbox, MinerStatus)] == ["online"]
     assert len(sent(outbox, Sample)) == 4
 
 
 @pytest.mark.parametrize("kind", ["axeos", "cgminer"])
 async def test_reachable_but_not_hashing_is_idle(kind: str) -> None:
-    async with polled(kind) as (miner, poller, slot, outbox):
-        await poller.poll_once(slot)
+    async with polled(kind) as (miner, registry, slot, outbox):
+        await registry.poll(slot)
         await miner.set_fault(Fault.PAUSED)
-        await poller.poll_once(slot)
-        await poller.poll_once(slot)
+        await registry.poll(slot)
+        await registry.poll(slot)
         await miner.set_fault(Fault.NONE)
-        await poller.poll_once(slot)
+        await registry.poll(slot)
     states = [(s.state, s.reason) for s in sent(outbox, MinerStatus)]
     assert states == [("online", None), ("idle", "not hashing"), ("online", None)]
     samples = sent(outbox, Sample)

@@ -9,8 +9,9 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from minerwatch.collector.poller import Poller
-from minerwatch.collector.publisher import Outbox
+from minerwatch.collector.fleet import FleetRegistry
+from minerwatch.collector.outbox import Outbox
+from minerwatch.collector.scheduler import Scheduler
 from minerwatch.shared.config import CollectorConfig, MinerConfig
 from minerwatch.shared.schemas import MinerInfo, MinerStatus, Sample
 from minerwatch.sim.fleet import Fleet
@@ -37,17 +38,18 @@ async def test_two_addresses_with_one_mac_are_one_miner_polled_once(
     config = CollectorConfig(poll_interval_s=0.1, timeout_s=0.5, miners=[
         MinerConfig(url=f"axeos://127.0.0.1:{first.port}"),
         MinerConfig(url=f"axeos://127.0.0.1:{second.port}")])
-    poller = Poller(config, outbox)
-    running = asyncio.create_task(poller.run())
+    registry = FleetRegistry(config, outbox)
+    running = asyncio.create_task(Scheduler(registry.config, registry).run())
     try:
         await asyncio.sleep(0.35)
-        assert len(poller.slots) == 1  # merged at the second address's first answer
+        assert len(registry.slots) == 1  # merged at the second address's first answer
         first_seen, second_seen = len(first.requests), len(second.requests)
         await asyncio.sleep(0.5)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+        await registry.aclose()
     assert len(first.requests) - first_seen >= 4  # polled at one address...
     assert len(second.requests) == second_seen  # ...and not at the other
     assert {s.miner_id for s in sent(outbox, Sample)} == {GAMMA_ID}
@@ -67,18 +69,18 @@ async def test_the_address_that_answers_wins_and_info_follows_it(
     config = CollectorConfig(timeout_s=0.5, miners=[
         MinerConfig(url=f"axeos://127.0.0.1:{old.port}", name="garage"),
         MinerConfig(url=f"axeos://127.0.0.1:{new.port}")])
-    poller = Poller(config, outbox)
-    garage, other = poller.slots
+    registry = FleetRegistry(config, outbox)
+    garage, other = registry.slots
     try:
-        await poller.poll_once(garage)
+        await registry.poll(garage)
         old.status = 500  # the old address stops answering well
-        await poller.poll_once(garage)
-        await poller.poll_once(other)  # the same MAC answers elsewhere: merged into garage
-        assert poller.slots == [garage] and other.retired
+        await registry.poll(garage)
+        await registry.poll(other)  # the same MAC answers elsewhere: merged into garage
+        assert registry.slots == [garage] and other.retired
         assert garage.driver.port == new.port
-        await poller.poll_once(garage)
+        await registry.poll(garage)
     finally:
-        await poller.aclose()
+        await registry.aclose()
     infos = sent(outbox, MinerInfo)
     assert [(i.miner_id, i.port) for i in infos] == [("garage", old.port), ("garage", new.port)]
     samples = sent(outbox, Sample)
@@ -92,24 +94,24 @@ async def test_a_miner_that_fails_everywhere_goes_offline_trying_each_address(
     a = await http_miner(load_fixture(GAMMA))
     b = await http_miner(load_fixture(GAMMA))
     outbox = Outbox()
-    poller = Poller(CollectorConfig(timeout_s=0.5, miners=[
+    registry = FleetRegistry(CollectorConfig(timeout_s=0.5, miners=[
         MinerConfig(url=f"axeos://127.0.0.1:{a.port}"),
         MinerConfig(url=f"axeos://127.0.0.1:{b.port}")]), outbox)
-    slot, alias = poller.slots
+    slot, alias = registry.slots
     try:
-        await poller.poll_once(slot)
-        await poller.poll_once(alias)
-        assert poller.slots == [slot]
+        await registry.poll(slot)
+        await registry.poll(alias)
+        assert registry.slots == [slot]
         a.status = b.status = 503
         before = len(a.requests), len(b.requests)
         for _ in range(3):
-            await poller.poll_once(slot)
+            await registry.poll(slot)
         assert len(a.requests) - before[0] == 2 and len(b.requests) - before[1] == 1
         a.status = 200
-        await poller.poll_once(slot)  # b's turn: still failing
-        await poller.poll_once(slot)  # a again: answers
+        await registry.poll(slot)  # b's turn: still failing
+        await registry.poll(slot)  # a again: answers
     finally:
-        await poller.aclose()
+        await registry.aclose()
     states = [(s.state, s.reason, s.failures) for s in sent(outbox, MinerStatus)]
     assert states == [("online", None, 0), ("offline", "HTTP 503", 3), ("online", None, 0)]
     assert {s.miner_id for s in sent(outbox, Sample)} == {GAMMA_ID}
@@ -119,24 +121,24 @@ async def test_a_miner_that_moves_keeps_its_id_and_history() -> None:
     async with Fleet(axeos=1, cgminer=0, host="127.0.0.21", seed=2) as fleet:
         miner = fleet.miners[0]
         outbox = Outbox()
-        poller = Poller(CollectorConfig(timeout_s=0.5, miners=[MinerConfig(url=miner.url)]),
-                        outbox)
-        [slot] = poller.slots
+        registry = FleetRegistry(
+            CollectorConfig(timeout_s=0.5, miners=[MinerConfig(url=miner.url)]), outbox)
+        [slot] = registry.slots
         try:
-            await poller.poll_once(slot)
+            await registry.poll(slot)
             await fleet.move(miner.name, "127.0.0.22")  # a new DHCP lease
             for _ in range(3):
-                await poller.poll_once(slot)
+                await registry.poll(slot)
             # discovery (or anything else) finds the same MAC at the new address
-            assert poller.add("axeos", "127.0.0.22", miner.port, mac=miner.mac) is None
+            assert registry.add("axeos", "127.0.0.22", miner.port, mac=miner.mac) is None
             assert slot.driver.host == "127.0.0.22"
-            await poller.poll_once(slot)
+            await registry.poll(slot)
             # asking again for an address it polls already changes nothing
-            assert poller.add("axeos", "127.0.0.22", miner.port) is None
-            assert poller.add("axeos", "127.0.0.21", miner.port) is None  # an alternate
-            assert len(poller.slots) == 1
+            assert registry.add("axeos", "127.0.0.22", miner.port) is None
+            assert registry.add("axeos", "127.0.0.21", miner.port) is None  # an alternate
+            assert len(registry.slots) == 1
         finally:
-            await poller.aclose()
+            await registry.aclose()
     mac_id = miner.mac.replace(":", "").lower()
     assert {s.miner_id for s in sent(outbox, Sample)} == {mac_id}
     assert [(s.state, s.reason) for s in sent(outbox, MinerStatus)] == [
@@ -152,21 +154,21 @@ async def test_a_duplicate_reached_late_leaves_no_phantom_status(
     first = await http_miner(body)
     late = await http_miner(body, mode="close")  # the same miner, unreachable at first
     outbox = Outbox()
-    poller = Poller(CollectorConfig(timeout_s=0.5, miners=[
+    registry = FleetRegistry(CollectorConfig(timeout_s=0.5, miners=[
         MinerConfig(url=f"axeos://127.0.0.1:{first.port}"),
         MinerConfig(url=f"axeos://127.0.0.1:{late.port}")]), outbox)
-    slot, alias = poller.slots
+    slot, alias = registry.slots
     slug = f"127-0-0-1-{late.port}"
     try:
-        await poller.poll_once(slot)
+        await registry.poll(slot)
         for _ in range(3):
-            await poller.poll_once(alias)
+            await registry.poll(alias)
         assert sent(outbox, MinerStatus)[-1].state == "offline"  # under the slug
         late.mode = "normal"
-        await poller.poll_once(alias)
+        await registry.poll(alias)
     finally:
-        await poller.aclose()
-    assert poller.slots == [slot]
+        await registry.aclose()
+    assert registry.slots == [slot]
     assert (slug, "status") in cleared(outbox)
     assert {s.miner_id for s in sent(outbox, Sample)} == {GAMMA_ID}
 
@@ -175,13 +177,13 @@ async def test_miners_found_at_runtime_join_the_polling() -> None:
     async with Fleet(axeos=1, cgminer=1, host="127.0.0.23", seed=3) as fleet:
         axeos, cgminer = fleet.miners
         outbox = Outbox()
-        poller = Poller(CollectorConfig(poll_interval_s=0.1, timeout_s=0.5), outbox)
-        running = asyncio.create_task(poller.run())
+        registry = FleetRegistry(CollectorConfig(poll_interval_s=0.1, timeout_s=0.5), outbox)
+        running = asyncio.create_task(Scheduler(registry.config, registry).run())
         try:
             await asyncio.sleep(0.05)
-            assert poller.add("axeos", axeos.host, axeos.port) is not None
-            assert poller.add("cgminer", cgminer.host, cgminer.port) is not None
-            assert poller.add("axeos", axeos.host, axeos.port) is None
+            assert registry.add("axeos", axeos.host, axeos.port) is not None
+            assert registry.add("cgminer", cgminer.host, cgminer.port) is not None
+            assert registry.add("axeos", axeos.host, axeos.port) is None
             for _ in range(200):
                 ids = {s.miner_id for s in sent(outbox, Sample)}
                 if len(ids) == 2:
@@ -191,6 +193,7 @@ async def test_miners_found_at_runtime_join_the_polling() -> None:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
+            await registry.aclose()
     assert ids == {axeos.mac.replace(":", "").lower(), f"127-0-0-23-{cgminer.port}"}
 
 
@@ -198,14 +201,14 @@ async def test_addresses_known_follow_removals(
     http_miner: StartServer, load_fixture: Callable[[str], bytes]
 ) -> None:
     server = await http_miner(load_fixture(GAMMA))
-    poller = Poller(CollectorConfig(timeout_s=0.5, miners=[
+    registry = FleetRegistry(CollectorConfig(timeout_s=0.5, miners=[
         MinerConfig(url=f"axeos://127.0.0.1:{server.port}")]), Outbox())
     try:
-        [slot] = poller.slots
-        assert poller.add("axeos", "127.0.0.1", server.port) is None
-        await poller.remove(slot)
-        again = poller.add("axeos", "127.0.0.1", server.port)  # forgotten, so found anew
-        assert again is not None and poller.slots == [again]
-        assert poller.add("axeos", "127.0.0.1", server.port) is None
+        [slot] = registry.slots
+        assert registry.add("axeos", "127.0.0.1", server.port) is None
+        await registry.remove(slot)
+        again = registry.add("axeos", "127.0.0.1", server.port)  # forgotten, so found anew
+        assert again is not None and registry.slots == [again]
+        assert registry.add("axeos", "127.0.0.1", server.port) is None
     finally:
-        await poller.aclose()
+        await registry.aclose()

@@ -11,10 +11,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from minerwatch.collector.publisher import Outbox, Outgoing, Publisher
+from minerwatch.collector.outbox import Outbox, Outgoing
+from minerwatch.collector.publisher import Publisher
 from minerwatch.shared import schemas
 from minerwatch.shared.config import MqttConfig
-from minerwatch.shared.mqtt import MqttLink
+from minerwatch.shared.mqtt import MqttClient, MqttLink
 from minerwatch.shared.schemas import Sample
 
 
@@ -114,13 +115,16 @@ async def test_outbox_put_front_keeps_order() -> None:
     assert [item.message.uptime_s for item in got] == [1, 2, 3]  # type: ignore[union-attr]
 
 
-async def test_publishes_are_pipelined_in_order_retained(broker: Any, base_topic: str) -> None:
+async def test_publishes_are_pipelined_in_order_retained(
+    roomy_broker: Any, base_topic: str
+) -> None:
+    broker = roomy_broker  # its Receive Maximum (100) leaves max_inflight the bound
     outbox = Outbox()
     publisher = Publisher(outbox, base_topic, max_inflight=32)
     topic = f"{base_topic}/miners/rig-1/sample"
     subscriber = await Subscriber(broker.host, broker.port, f"{base_topic}/#").start()
     config = MqttConfig(url=broker.url, base_topic=base_topic)
-    link = MqttLink(config, "collector", max_inflight=0)
+    link = MqttLink(config, "collector", lean=True)
     try:
         for n in range(300):
             outbox.put(Outgoing.of("rig-1", sample(n)))
@@ -144,6 +148,45 @@ async def test_publishes_are_pipelined_in_order_retained(broker: Any, base_topic
         await late.stop()
 
 
+async def test_never_more_unsettled_than_the_brokers_receive_maximum(
+    broker: Any, base_topic: str
+) -> None:
+    outbox = Outbox()
+    publisher = Publisher(outbox, base_topic, max_inflight=1024)
+    config = MqttConfig(url=broker.url, base_topic=base_topic)
+    for n in range(2000):
+        outbox.put(Outgoing.of("rig-1", sample(n)))
+    async with running(MqttLink(config, "collector", lean=True).run(publisher.session)):
+        await asyncio.wait_for(_until(lambda: publisher.published == 2000), 10)
+    # Mosquitto's default Receive Maximum is 20: sending more would be a protocol error.
+    assert publisher.most_inflight == 20
+    assert len(outbox) == 0 and publisher.refused == 0
+
+
+async def test_messages_the_broker_refuses_are_counted_not_sent_again(
+    own_broker: Any, base_topic: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    acl = tmp_path / "acl"  # anonymous clients may write their status and one miner
+    acl.write_text(f"topic readwrite {base_topic}/services/#\n"
+                   f"topic readwrite {base_topic}/miners/allowed/#\n")
+    own_broker.local.stop()
+    with own_broker.local.conf.open("a") as conf:
+        conf.write(f"acl_file {acl}\n")
+    own_broker.local.start()
+    outbox = Outbox()
+    publisher = Publisher(outbox, base_topic)
+    for n in range(100):
+        outbox.put(Outgoing.of("allowed" if n % 4 else "denied", sample(n)))
+    config = MqttConfig(url=own_broker.url, base_topic=base_topic)
+    with caplog.at_level(logging.WARNING):
+        async with running(MqttLink(config, "collector", lean=True).run(publisher.session)):
+            await asyncio.wait_for(_until(lambda: publisher.published == 100), 10)
+            await asyncio.sleep(0.2)  # nothing goes out again
+    assert (publisher.refused, publisher.published, len(outbox)) == (25, 100, 0)
+    [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "0x87" in line and "/miners/denied/sample" in line
+
+
 async def test_messages_wait_while_the_broker_is_down_then_go_out_in_order(
     own_broker: Any, base_topic: str
 ) -> None:
@@ -156,7 +199,7 @@ async def test_messages_wait_while_the_broker_is_down_then_go_out_in_order(
     gate.set()
     sessions = 0
 
-    async def session(client: aiomqtt.Client) -> None:
+    async def session(client: MqttClient) -> None:
         nonlocal sessions
         sessions += 1
         await gate.wait()
@@ -164,7 +207,7 @@ async def test_messages_wait_while_the_broker_is_down_then_go_out_in_order(
 
     config = MqttConfig(url=own_broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                         reconnect_max_s=0.3)
-    link = MqttLink(config, "collector", max_inflight=0)
+    link = MqttLink(config, "collector", lean=True)
     async with running(link.run(session)):
         subscriber = await Subscriber(own_broker.host, own_broker.port, topic).start()
         for n in range(5):
@@ -174,7 +217,7 @@ async def test_messages_wait_while_the_broker_is_down_then_go_out_in_order(
 
         gate.clear()
         own_broker.local.stop()
-        for n in range(5, 55):  # the poller goes on while the broker is away
+        for n in range(5, 55):  # the registry goes on while the broker is away
             outbox.put(Outgoing.of("rig-1", sample(n)))
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.3)
@@ -202,7 +245,7 @@ async def test_empty_payload_clears_a_retained_message(broker: Any, base_topic: 
     publisher = Publisher(outbox, base_topic)
     status_topic = f"{base_topic}/miners/old-id/status"
     config = MqttConfig(url=broker.url, base_topic=base_topic)
-    link = MqttLink(config, "collector", max_inflight=0)
+    link = MqttLink(config, "collector", lean=True)
     subscriber = await Subscriber(broker.host, broker.port, status_topic).start()
     async with running(link.run(publisher.session)):
         outbox.put(Outgoing.of("old-id", schemas.MinerStatus(

@@ -14,11 +14,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from minerwatch.collector.publisher import Outbox, Outgoing, Publisher
+from minerwatch.collector.outbox import Outbox, Outgoing
+from minerwatch.collector.publisher import Publisher
 from minerwatch.collector.service import Collector
 from minerwatch.shared import schemas
 from minerwatch.shared.config import CollectorConfig, Config, MinerConfig, MqttConfig
-from minerwatch.shared.mqtt import MqttLink
+from minerwatch.shared.mqtt import MqttClient, MqttLink
 from minerwatch.shared.schemas import Sample, parse_ts
 
 GAMMA = "bitaxe_gamma_v2.11.0_system_info.json"
@@ -88,13 +89,13 @@ class HeldSessions:
     """Each new broker session waits until the test's subscriber listens, so the test sees
     everything delivered after a reconnect."""
 
-    def __init__(self, session: Callable[[aiomqtt.Client], Awaitable[None]]) -> None:
+    def __init__(self, session: Callable[[MqttClient], Awaitable[None]]) -> None:
         self.inner = session
         self.gate = asyncio.Event()
         self.gate.set()
         self.count = 0
 
-    async def session(self, client: aiomqtt.Client) -> None:
+    async def session(self, client: MqttClient) -> None:
         self.count += 1
         await self.gate.wait()
         await self.inner(client)
@@ -103,7 +104,7 @@ class HeldSessions:
 def link(broker: Any, base_topic: str) -> MqttLink:
     config = MqttConfig(url=broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                         reconnect_max_s=0.3)
-    return MqttLink(config, "collector", max_inflight=0)
+    return MqttLink(config, "collector", lean=True)
 
 
 async def test_a_full_buffer_keeps_the_newest_and_says_what_it_dropped(
@@ -117,7 +118,7 @@ async def test_a_full_buffer_keeps_the_newest_and_says_what_it_dropped(
         await asyncio.sleep(0.2)
         sessions.gate.clear()
         with caplog.at_level(logging.WARNING):
-            for n in range(50):  # the poller goes on while the broker is away
+            for n in range(50):  # the registry goes on while the broker is away
                 outbox.put(Outgoing.of("rig-1", sample(n)))
             assert len(outbox) == 20 and outbox.dropped == 30
             own_broker.local.start()

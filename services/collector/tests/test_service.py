@@ -1,5 +1,5 @@
-"""The collector as a whole (poller + publisher + MQTT link) against a real broker and tiny
-local miners: topics, retained payloads, offline detection, id decisions."""
+"""The collector as a whole (fleet, scheduler, publisher, MQTT link) against a real broker
+and tiny local miners: topics, retained payloads, offline detection, id decisions."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from minerwatch.collector.drivers import PollError
+from minerwatch.collector.drivers import DRIVERS, PollError
 from minerwatch.collector.probe import candidates, parse_target, probe
 from minerwatch.shared import schemas
 from minerwatch.shared.config import scan_network
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe_parser.add_argument("target", metavar="HOST[:PORT]",
                               help="the miner's address, e.g. 10.0.0.5 or 10.0.0.6:4028")
-    probe_parser.add_argument("--driver", choices=("auto", "axeos", "cgminer"), default="auto",
+    probe_parser.add_argument("--driver", choices=("auto", *DRIVERS), default="auto",
                               help="which API to speak (default: try what fits the port)")
     probe_parser.add_argument("--timeout", type=_seconds, default=5.0, metavar="S",
                               help="give up after S seconds (default 5)")

@@ -10,9 +10,9 @@ mDNS browses ``_axeos._sub._http._tcp.local.``: AxeOS v2.15+ announces itself as
 ``_http._tcp`` on port 80 with that subtype and TXT keys ``board``, ``family``, ``asic``,
 ``asic_count``, ``fw_version``. Older units are found by scanning.
 
-``discover`` runs both for the collector service and hands every find to the poller
-(``Poller.add``), which polls it from then on unless it is polled already (same address,
-or a MAC it knows). ``scan`` is also what ``minerwatch-collector scan`` runs.
+``discover`` runs both for the collector service and hands every find to the fleet
+registry (``FleetRegistry.add``), which polls it from then on unless it is polled already (same
+address, or a MAC it knows). ``scan`` is also what ``minerwatch-collector scan`` runs.
 """
 
 from __future__ import annotations
@@ -20,21 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
-from zeroconf import InterfaceChoice, InterfacesType, IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from minerwatch.collector.drivers import PollError, Reading, first_reading, fitting
-from minerwatch.shared.config import DRIVERS, DiscoveryConfig, scan_network
+from minerwatch.collector.drivers import DRIVERS, PollError, Reading, first_reading, fitting
+from minerwatch.shared.config import DiscoveryConfig, scan_network
 
 if TYPE_CHECKING:
-    from minerwatch.collector.poller import Poller
+    from minerwatch.collector.fleet import FleetRegistry
 
-log = logging.getLogger("minerwatch.collector.discovery")
+log = logging.getLogger(__name__)
+
+#: What zeroconf takes as ``interfaces`` (its own alias is not exported).
+InterfacesType = Sequence[str | int | tuple[tuple[str, int, int], int]] | InterfaceChoice
 
 AXEOS_SERVICE = "_axeos._sub._http._tcp.local."
 MDNS_RESOLVE_MS = 3000
@@ -225,19 +228,18 @@ def describe(found: Found) -> str:
     return f"{found.driver}://{found.address} ({what}, via {found.via})"
 
 
-async def discover(config: DiscoveryConfig, poller: Poller,
+async def discover(config: DiscoveryConfig, fleet: FleetRegistry,
                    interfaces: InterfacesType = InterfaceChoice.All) -> None:
     """Scan and browse as configured, forever; every miner found joins the polling."""
     if not config.cidrs and not config.mdns:
         return  # never scan by default
 
     def join(found: Found) -> None:
-        if poller.add(found.driver, found.host, found.port, mac=found.mac) is not None:
+        if fleet.add(found.driver, found.host, found.port, mac=found.mac) is not None:
             log.info("found %s", describe(found))
 
     def polled(host: str, port: int) -> bool:
-        return any(poller.identities.polled_at((kind, host, port)) is not None
-                   for kind in DRIVERS)
+        return any(fleet.polled_at((kind, host, port)) is not None for kind in DRIVERS)
 
     async def rescans() -> None:
         ranges = ", ".join(config.cidrs)

@@ -1,4 +1,7 @@
-"""One miner, one slot: the poller's slots deduplicated by the MAC address they report.
+"""Who a miner is: its id, and one slot per MAC address however many addresses it has.
+
+Miner ids (one topic level): the configured name, else the MAC address the miner reports
+at its first good poll, else a slug of host and port.
 
 A miner can be reachable at more than one address: configured twice (by IP and by
 hostname), found by a scan and by mDNS, or moved to a new DHCP lease that discovery finds
@@ -14,22 +17,23 @@ once and published under one miner id:
 
 Failures still count per miner, not per address: a miner that answers at none of its
 addresses goes offline after the usual number of failed polls.
+
+``Identities`` decides all that over the slots it is shown; the fleet registry
+(``fleet.py``) keeps the list of slots and acts on the decisions.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from minerwatch.collector.drivers import Driver, Reading
-from minerwatch.collector.publisher import Outbox, Outgoing
-from minerwatch.shared.topics import mac_miner_id
+from minerwatch.shared.topics import mac_miner_id, slugify
 
 if TYPE_CHECKING:
-    from minerwatch.collector.poller import MinerSlot
+    from minerwatch.collector.fleet import MinerSlot
 
-log = logging.getLogger("minerwatch.collector.identity")
+log = logging.getLogger(__name__)
 
 Address = tuple[str, str, int]  # driver kind, host, port
 
@@ -38,78 +42,76 @@ def address_of(driver: Driver) -> Address:
     return (driver.name, driver.host, driver.port)
 
 
-class Identities:
-    """The MAC registry over the poller's slot list (the same list object, edited here
-    when a slot is merged away)."""
+def host_port_id(host: str, port: int) -> str:
+    return slugify(f"{host}-{port}")
 
-    def __init__(self, slots: list[MinerSlot], outbox: Outbox) -> None:
-        self.slots = slots
-        self.outbox = outbox
+
+def miner_id_for(name: str | None, reading: Reading | None, host: str, port: int) -> str:
+    """The configured name, else the reported MAC, else the host-port slug."""
+    if name:
+        return name
+    if reading is not None and reading.mac:
+        mac_id = mac_miner_id(reading.mac)
+        if mac_id:
+            return mac_id
+    return host_port_id(host, port)
+
+
+class Claim(NamedTuple):
+    """After a good poll: the slot to publish the reading under (None: the miner is
+    polled through another slot, the reading is dropped), and, when the polled slot
+    turned out to be another slot's miner, that slot (it was merged into it)."""
+
+    publish_as: MinerSlot | None
+    merged_into: MinerSlot | None = None
+
+
+class Identities:
+    """Which slot owns each MAC address, and what becomes of the others."""
+
+    def __init__(self) -> None:
         self.by_mac: dict[str, MinerSlot] = {}
-        # Address -> slot over the slot list, which the poller appends to (and now and
-        # then removes from): new slots are indexed as they appear, a removal rebuilds.
-        self._by_address: dict[Address, MinerSlot] = {}
-        self._indexed = 0
 
     def owner(self, mac: str | None) -> MinerSlot | None:
         mac_id = mac_miner_id(mac) if mac else None
-        return self.by_mac.get(mac_id) if mac_id else None
+        owner = self.by_mac.get(mac_id) if mac_id else None
+        return None if owner is None or owner.retired else owner
 
-    def polled_at(self, address: Address) -> MinerSlot | None:
-        """The slot that polls ``address``, actively or as an alternate."""
-        if len(self.slots) < self._indexed:
-            self._by_address.clear()
-            self._indexed = 0
-        for slot in self.slots[self._indexed:]:
-            for driver in (slot.driver, *slot.alternates):
-                self._by_address[address_of(driver)] = slot
-        self._indexed = len(self.slots)
-        slot = self._by_address.get(address)
-        return None if slot is None or slot.retired else slot
-
-    def known(self, address: Address, mac: str | None,
-              make_driver: Callable[[], Driver]) -> bool:
-        """Whether a miner found at ``address`` (reporting ``mac``) is polled already.
-
-        A known MAC at a new address gives its owner that address as an alternate, and
-        makes it the active one at once when the owner's own address is failing."""
-        if self.polled_at(address) is not None:
-            return True
-        owner = self.owner(mac)
-        if owner is None:
-            return False
-        driver = make_driver()
+    def also_at(self, owner: MinerSlot, driver: Driver) -> None:
+        """``owner``'s MAC answered at another address: an alternate, and the active one
+        at once when the owner's own address is failing."""
         owner.alternates.append(driver)
-        self._by_address[address] = owner
-        log.info("%s is also at %s:%d", owner.miner_id, address[1], address[2])
+        log.info("%s is also at %s:%d", owner.miner_id, driver.host, driver.port)
         if owner.health.failures > 0:
             self._activate(owner, driver)
-        return True
 
-    def claim(self, slot: MinerSlot, reading: Reading) -> MinerSlot | None:
-        """After a good poll of ``slot``: the slot to publish ``reading`` under, or None
-        when the miner is polled through another slot that answers well (the reading is
-        dropped: one sample per poll interval)."""
+    def claim(self, slot: MinerSlot, reading: Reading) -> Claim:
+        """After a good poll of ``slot``: one miner per MAC. A slot reporting a MAC that
+        another slot owns is merged into the owner (retired, its addresses the owner's
+        alternates); the reading is kept only when the owner is failing meanwhile (the
+        address that answers wins), else dropped: one sample per poll interval."""
         mac_id = mac_miner_id(reading.mac) if reading.mac else None
         if mac_id is None:
-            return slot
+            return Claim(slot)
         owner = self.by_mac.get(mac_id)
         if owner is None or owner is slot or owner.retired:
             self.by_mac[mac_id] = slot
-            return slot
+            return Claim(slot)
         self._merge(slot, owner)
         if owner.health.failures > 0:
-            self._activate(owner, slot.driver)  # the address that answers wins
-            return owner
-        return None
+            self._activate(owner, slot.driver)
+            return Claim(owner, merged_into=owner)
+        return Claim(None, merged_into=owner)
 
-    def failed(self, slot: MinerSlot) -> None:
+    @staticmethod
+    def failed(slot: MinerSlot) -> None:
         """After a failed poll: the next poll tries the next known address."""
         if slot.alternates:
             slot.alternates.append(slot.driver)
             slot.driver = slot.alternates.pop(0)
 
-    def _merge(self, alias: MinerSlot, owner: MinerSlot) -> None:
+    @staticmethod
+    def _merge(alias: MinerSlot, owner: MinerSlot) -> None:
         if alias.name and owner.name and alias.name != owner.name:
             log.warning("%s and %s report the same MAC address: publishing both as %r",
                         alias.name, owner.name, owner.miner_id)
@@ -118,12 +120,6 @@ class Identities:
         alias.retired = True
         owner.alternates.extend([alias.driver, *alias.alternates])
         alias.alternates = []
-        if alias in self.slots:
-            self.slots.remove(alias)
-        # Whatever the alias published under a provisional id must not stay behind.
-        for stale in alias.published_status_ids - {owner.miner_id}:
-            self.outbox.put(Outgoing.clear(stale, "status"))
-        alias.published_status_ids.clear()
 
     @staticmethod
     def _activate(owner: MinerSlot, driver: Driver) -> None:

@@ -1,43 +1,27 @@
-"""From the poller to the broker: a bounded outbox and a pipelined publishing session.
+"""What the collector has to publish, waiting for the broker: a bounded outbox.
 
-The poller never waits for the broker: it drops messages into the ``Outbox``. While the
+Polling never waits for the broker: it drops messages into the ``Outbox``. While the
 broker is unreachable they wait there, up to a bound (``collector.buffer_messages``, by
 default about ten minutes of the whole fleet); past it the oldest samples go first, and
-the log says how many of what, and from when to when, were dropped.
-
-``Publisher.session`` is what ``MqttLink.run`` calls with each connected client. It
-hands messages to the client in batches, keeps up to ``max_inflight`` QoS 1 publishes
-unacknowledged at once (pipelined, in order) and takes a message out of the outbox for
-good only once the broker acknowledged it. When the connection drops, the unacknowledged
-ones go back to the front of the outbox, in order, and go out again after the reconnect
-(at least once, as QoS 1 promises).
-
-The session publishes through the paho client under aiomqtt (``client._client``, aiomqtt
-2.x) rather than ``await client.publish`` per message: aiomqtt gives each publish its own
-future, timeout and wake-up, which cost about four times the publish itself at fleet
-rates. Paho writes and acknowledges in order on its own; we only watch the
-acknowledgements arrive. Paho's own in-flight limit is off (``MqttLink(max_inflight=0)``):
-it re-scans every unacknowledged message at each acknowledgement, and lets only that many
-out per turn of a busy event loop; the session's ``max_inflight`` bounds them instead.
+the log says how many of what, and from when to when, were dropped. The publisher takes
+them out in order and puts back at the front those a lost connection left unacknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import aiomqtt
-import paho.mqtt.client as paho
 
 from minerwatch.shared import schemas, topics
+from minerwatch.shared.config import CollectorConfig
 from minerwatch.shared.schemas import MinerInfo, MinerStatus, Sample
 
-log = logging.getLogger("minerwatch.collector.publisher")
+log = logging.getLogger(__name__)
 
 Message = Sample | MinerStatus | MinerInfo
 
@@ -47,8 +31,18 @@ _KINDS: dict[type, topics.MinerTopicKind] = {
     MinerInfo: "info",
 }
 
-#: Messages handed to the client per step before other tasks get the loop again.
-BATCH = 512
+#: What the outbox holds while the broker is away, unless ``buffer_messages`` says.
+BUFFER_S = 600.0
+MIN_BUFFER = 1000
+
+
+def outbox_size(config: CollectorConfig, miners: int) -> int:
+    """The outbox bound: ``buffer_messages``, else ``BUFFER_S`` of samples from every
+    miner plus room for a status and info change each (at least ``MIN_BUFFER``)."""
+    if config.buffer_messages is not None:
+        return config.buffer_messages
+    per_miner = math.ceil(BUFFER_S / config.poll_interval_s) + 3
+    return max(MIN_BUFFER, miners * per_miner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +99,20 @@ class Outbox:
         if self._waiter is not None:
             self._waiter.set()
             self._waiter = None
+
+    def refresh(self, current: Iterable[Outgoing]) -> int:
+        """Queue the ``current`` state of miners (their info and status) again, after
+        everything else, except where a message of that miner and kind is queued already:
+        the newest of those is the current one, and it must stay the last. How many were
+        queued."""
+        queued = {(item.miner_id, item.kind) for item in self._items if item.kind != "sample"}
+        fresh = [item for item in current if (item.miner_id, item.kind) not in queued]
+        self._items.extend(fresh)
+        self._trim()
+        if self._items and self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+        return len(fresh)
 
     def put_front(self, items: Iterable[Outgoing]) -> None:
         """Put ``items`` back before everything else, keeping their order."""
@@ -168,125 +176,3 @@ class Outbox:
                 del self._items[index]
                 return item
         return self._items.popleft()
-
-
-OnPublish = Callable[..., None]
-
-
-def _acknowledged(info: paho.MQTTMessageInfo) -> bool:
-    # is_published() raises for a publish that failed (not connected): not acknowledged.
-    return info.rc == paho.MQTT_ERR_SUCCESS and info.is_published()
-
-
-def _watch(client: aiomqtt.Client, wake: asyncio.Event) -> asyncio.Future[Any]:
-    """Nothing subscribes, so the message iterator only ever ends by raising MqttError when
-    the connection drops: the way to notice a dead broker while idle. It wakes ``wake``."""
-    watcher = asyncio.ensure_future(anext(aiter(client.messages)))
-
-    def done(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled():
-            future.exception()  # retrieved here; the session raises it from result()
-        wake.set()
-
-    watcher.add_done_callback(done)
-    return watcher
-
-
-class Publisher:
-    """Drains the outbox into a connected client; run as ``MqttLink.run(publisher.session)``."""
-
-    def __init__(self, outbox: Outbox, base_topic: str, *, max_inflight: int = 1024) -> None:
-        if max_inflight < 1:
-            raise ValueError("max_inflight must be at least 1")
-        self.outbox = outbox
-        self.base = base_topic
-        self.max_inflight = max_inflight
-        #: Messages the broker acknowledged, and the most unacknowledged at once.
-        self.published = 0
-        self.most_inflight = 0
-        self.refused = 0
-
-    async def session(self, client: aiomqtt.Client) -> None:
-        """Publish until the connection drops (raises MqttError) or the task is cancelled."""
-        mqtt: paho.Client = client._client
-        wake = asyncio.Event()
-        previous: OnPublish | None = mqtt.on_publish
-        mqtt.on_publish = self._on_publish(previous, wake)
-        inflight: deque[tuple[Outgoing, paho.MQTTMessageInfo]] = deque()
-        watcher = _watch(client, wake)
-        self.outbox.report_drops()
-        try:
-            while True:
-                if watcher.done():
-                    watcher.result()  # raises MqttError on a lost connection
-                    watcher = _watch(client, wake)
-                while inflight and _acknowledged(inflight[0][1]):
-                    inflight.popleft()
-                    self.published += 1
-                try:
-                    sent = self._send(mqtt, inflight)
-                except aiomqtt.MqttCodeError:
-                    # Paho found the connection gone; aiomqtt says why once it noticed too
-                    # (and its reason is then seen, not left unretrieved).
-                    await asyncio.wait([watcher], timeout=1.0)
-                    if watcher.done():
-                        watcher.result()
-                    raise
-                if sent == BATCH:  # more to send: let the poller and paho's I/O run first
-                    await asyncio.sleep(0)
-                    continue
-                wake.clear()
-                if len(inflight) < self.max_inflight:
-                    self.outbox.notify(wake)
-                await wake.wait()
-        finally:
-            mqtt.on_publish = previous
-            self._give_back(inflight)
-            watcher.cancel()
-
-    def _send(self, mqtt: paho.Client, inflight: deque[tuple[Outgoing, Any]]) -> int:
-        """Hand up to ``BATCH`` messages to paho, which writes them as the socket allows."""
-        sent = 0
-        outbox = self.outbox
-        while sent < BATCH and len(outbox) and len(inflight) < self.max_inflight:
-            item = outbox.pop()
-            try:
-                info = mqtt.publish(item.topic(self.base), item.payload(), 1, True)
-            except ValueError as exc:  # a topic or payload MQTT cannot carry: never will
-                log.error("cannot publish %s for %s: %s", item.kind, item.miner_id, exc)
-                continue
-            inflight.append((item, info))  # even if it failed: it goes back on the way out
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-            sent += 1
-        self.most_inflight = max(self.most_inflight, len(inflight))
-        return sent
-
-    def _on_publish(self, previous: OnPublish | None, wake: asyncio.Event) -> OnPublish:
-        """Paho's acknowledgement callback: aiomqtt's own first, then wake the session."""
-
-        def on_publish(client: Any, userdata: Any, mid: int, reason: Any,
-                       properties: Any) -> None:
-            if previous is not None:
-                previous(client, userdata, mid, reason, properties)
-            if getattr(reason, "is_failure", False):  # MQTT 5: e.g. refused by an ACL
-                self.refused += 1
-                if self.refused == 1 or self.refused % 1000 == 0:
-                    log.warning("the broker refused %d message(s) (last: %s); check its ACL",
-                                self.refused, reason)
-            wake.set()
-
-        return on_publish
-
-    def _give_back(self, inflight: deque[tuple[Outgoing, Any]]) -> None:
-        """Unacknowledged messages return to the front of the outbox, oldest first."""
-        unacked: list[Outgoing] = []
-        for item, info in inflight:
-            if _acknowledged(info):
-                self.published += 1
-            else:
-                unacked.append(item)
-        if unacked:
-            log.info("session ended: %d unacknowledged message(s) go back to the outbox",
-                     len(unacked))
-            self.outbox.put_front(unacked)

@@ -7,10 +7,10 @@ CGMiner, 80 is AxeOS, any other port gets both.
 
 from __future__ import annotations
 
-from minerwatch.collector.drivers import first_reading, fitting
-from minerwatch.collector.poller import miner_id_for, utc_now_ts
-from minerwatch.shared.config import DEFAULT_PORTS, DRIVERS, endpoint
-from minerwatch.shared.schemas import Sample
+from minerwatch.collector.drivers import DRIVERS, first_reading, fitting
+from minerwatch.collector.identity import miner_id_for
+from minerwatch.shared.config import DEFAULT_PORTS, endpoint
+from minerwatch.shared.schemas import Sample, now_ts
 
 
 def parse_target(target: str) -> tuple[str | None, str, int | None]:
@@ -52,6 +52,6 @@ def candidates(driver: str, port: int | None) -> list[tuple[str, int]]:
 
 async def probe(host: str, tries: list[tuple[str, int]], timeout_s: float) -> Sample:
     """The first good reading among ``tries`` as a Sample; PollError naming every failure."""
-    ts = utc_now_ts()
+    ts = now_ts()
     _, port, reading = await first_reading(host, tries, timeout_s)
     return reading.sample(miner_id_for(None, reading, host, port), ts)

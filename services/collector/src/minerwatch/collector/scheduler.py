@@ -1,4 +1,4 @@
-"""The polling loop: every miner on a fixed cadence, results into the outbox.
+"""The polling schedule: every miner of the fleet on a fixed cadence.
 
 One scheduler serves the whole fleet: a heap of the idle miners' due times, woken at most
 every ``TICK_S``, starts each due poll as a task (at most ``concurrency`` at once; the rest
@@ -6,102 +6,32 @@ wait their turn in order) — no sleeping task per miner. Each miner keeps a fix
 the interval (configured miners are spread evenly over it, so 1000 miners do not all fire
 at t=0; miners added later are spread by the golden ratio) and is polled at
 ``phase + k * interval``: a slow poll does not push the next one later (no
-interval+duration drift); a poll that overruns its slot skips the ticks it missed. Each
-poll is bounded by ``timeout_s``. ``stats`` says how late
-polls start; the log says so once a minute when the fleet is more than this machine
-keeps up with.
-
-Miner ids (one topic level): the configured name, else the MAC address the miner reports
-at its first good poll, else a slug of host and port. Until a miner has answered once, its
-id is the name or the host-port slug; if it then turns out to have a MAC (and no name), the
-id switches to the MAC for good and the offline status published under the slug meanwhile
-is cleared, so no phantom miner stays behind.
+interval+duration drift); a poll that overruns its slot skips the ticks it missed. What a
+poll does and what becomes of its result is the fleet's (``FleetRegistry.poll``). ``stats`` says
+how late polls start; the log says so once a minute when the fleet is more than this
+machine keeps up with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from minerwatch.collector.drivers import Driver, PollError, Reading, create_driver
-from minerwatch.collector.drivers.reading import timeout_reason
-from minerwatch.collector.health import MinerHealth
-from minerwatch.collector.identity import Identities
-from minerwatch.collector.live import with_live_push
-from minerwatch.collector.publisher import Outbox, Outgoing
-from minerwatch.shared.config import CollectorConfig, endpoint
-from minerwatch.shared.schemas import MinerInfo, MinerStatus, format_ts
-from minerwatch.shared.topics import is_miner_id, mac_miner_id, slugify
+from minerwatch.collector.fleet import FleetRegistry, MinerSlot
+from minerwatch.shared.config import CollectorConfig
 
-log = logging.getLogger("minerwatch.collector.poller")
+log = logging.getLogger(__name__)
 
-#: Drivers bound their own time; this guard only catches a driver that does not.
-TIMEOUT_GRACE_S = 1.0
 #: Polls due within one tick start together: fewer wake-ups, at most this much later.
 TICK_S = 0.005
-#: What the outbox holds while the broker is away, unless ``buffer_messages`` says.
-BUFFER_S = 600.0
-MIN_BUFFER = 1000
 #: A poll that starts this much after its due time counts as late in the log.
 LATE_S = 1.0
 REPORT_EVERY_S = 60.0
 _GOLDEN = (math.sqrt(5) - 1) / 2
-
-
-def host_port_id(host: str, port: int) -> str:
-    return slugify(f"{host}-{port}")
-
-
-def miner_id_for(name: str | None, reading: Reading | None, host: str, port: int) -> str:
-    """The configured name, else the reported MAC, else the host-port slug."""
-    if name:
-        return name
-    if reading is not None and reading.mac:
-        mac_id = mac_miner_id(reading.mac)
-        if mac_id:
-            return mac_id
-    return host_port_id(host, port)
-
-
-def utc_now_ts() -> str:
-    return format_ts(datetime.now(UTC))
-
-
-def buffer_messages(config: CollectorConfig, miners: int) -> int:
-    """The outbox bound: ``buffer_messages``, else ``BUFFER_S`` of samples from every
-    miner plus room for a status and info change each (at least ``MIN_BUFFER``)."""
-    if config.buffer_messages is not None:
-        return config.buffer_messages
-    per_miner = math.ceil(BUFFER_S / config.poll_interval_s) + 3
-    return max(MIN_BUFFER, miners * per_miner)
-
-
-@dataclass(slots=True)
-class MinerSlot:
-    """One configured miner: its driver, its health and what was last published for it."""
-
-    driver: Driver
-    name: str | None
-    health: MinerHealth
-    miner_id: str
-    id_decided: bool = False
-    info: MinerInfo | None = None
-    published_status_ids: set[str] = field(default_factory=set)
-    #: Other addresses this miner answered at (identity.py); tried when this one fails.
-    alternates: list[Driver] = field(default_factory=list)
-    #: Removed, or merged into another slot with the same MAC: no more polls.
-    retired: bool = False
-
-    @property
-    def where(self) -> str:
-        return f"{self.driver.name}://{self.driver.host}:{self.driver.port}"
 
 
 class PollStats:
@@ -129,12 +59,13 @@ class PollStats:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-class Poller:
-    def __init__(self, config: CollectorConfig, outbox: Outbox) -> None:
+class Scheduler:
+    """Polls every miner of ``fleet``, those it gains while running too, on the cadence."""
+
+    def __init__(self, config: CollectorConfig, fleet: FleetRegistry) -> None:
         self.config = config
-        self.outbox = outbox
-        self.slots: list[MinerSlot] = []
-        self.identities = Identities(self.slots, outbox)
+        self.fleet = fleet
+        fleet.on_added = self._added
         self.stats = PollStats()
         # Idle miners by due time: (due, order, slot). A miner whose poll runs or waits
         # for its turn is not in it; it comes back when the poll ends.
@@ -146,92 +77,29 @@ class Poller:
         self._wakeup: asyncio.Future[None] | None = None
         self._wake_at = math.inf  # when the sleeping scheduler wakes next
         self._running = False
-        self._added = 0
-        for miner in config.miners:
-            where = endpoint(miner.url)
-            name = miner.name or where.name
-            if name is not None and not is_miner_id(name):  # ?name= is not validated upstream
-                log.warning("%s: name %r is not a valid miner id; using %r",
-                            miner.url, name, slugify(name))
-                name = slugify(name)
-            driver = self._make_driver(where.driver, where.host, where.port)
-            self.slots.append(
-                MinerSlot(
-                    driver=driver,
-                    name=name,
-                    health=MinerHealth(offline_after=config.offline_after),
-                    # Known now unless a MAC may decide it at the first good poll.
-                    miner_id=miner_id_for(name, None, where.host, where.port),
-                    id_decided=name is not None,
-                )
-            )
-        self._warn_duplicate_ids()
-        self._resize_outbox()
+        self._added_count = 0
 
-    def _make_driver(self, kind: str, host: str, port: int) -> Driver:
-        keepalive_s = self.config.poll_interval_s + self.config.timeout_s
-        driver = create_driver(kind, host, port, self.config.timeout_s, keepalive_s)
-        if not self.config.live_push:
-            return driver
-        return with_live_push(driver, retry_s=keepalive_s)  # AxeOS v2.14+: WebSocket
-
-    def add(self, kind: str, host: str, port: int, mac: str | None = None) -> MinerSlot | None:
-        """Poll a miner found while running (discovery), from now on; None when it is
-        polled already (same address, or same MAC: then it is an alternate address)."""
-        if self.identities.known((kind, host, port), mac,
-                                 lambda: self._make_driver(kind, host, port)):
-            return None
-        slot = MinerSlot(
-            driver=self._make_driver(kind, host, port),
-            name=None,
-            health=MinerHealth(offline_after=self.config.offline_after),
-            miner_id=miner_id_for(None, None, host, port),
-        )
-        self.slots.append(slot)
-        log.info("added %s", slot.where)
-        self._resize_outbox()
+    def _added(self, slot: MinerSlot) -> None:
         if self._running:
             # Spread what discovery brings in over the interval, however many at once.
-            self._added += 1
-            offset = (self._added * _GOLDEN) % 1.0 * self.config.poll_interval_s
+            self._added_count += 1
+            offset = (self._added_count * _GOLDEN) % 1.0 * self.config.poll_interval_s
             self._push(slot, asyncio.get_running_loop().time() + offset)
-        return slot
-
-    async def remove(self, slot: MinerSlot) -> None:
-        """Stop polling ``slot`` and close its drivers; a poll under way ends unheard."""
-        slot.retired = True
-        if slot in self.slots:
-            self.slots.remove(slot)
-        self._resize_outbox()
-        for driver in (slot.driver, *slot.alternates):
-            with contextlib.suppress(Exception):
-                await driver.aclose()
-
-    def _warn_duplicate_ids(self) -> None:
-        seen: dict[str, str] = {}
-        for slot in self.slots:
-            if slot.miner_id in seen and slot.id_decided:
-                log.warning("%s and %s share the miner id %r: their topics will mix",
-                            seen[slot.miner_id], slot.where, slot.miner_id)
-            seen[slot.miner_id] = slot.where
-
-    def _resize_outbox(self) -> None:
-        self.outbox.maxsize = buffer_messages(self.config, len(self.slots))
-
-    # -- the scheduler ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll every miner forever (until cancelled); drivers are closed on the way out."""
-        if not self.slots:
+        """Poll every miner forever (until cancelled); polls under way are cancelled on
+        the way out (the fleet's drivers stay open: ``FleetRegistry.aclose``)."""
+        slots = list(self.fleet.slots)
+        if not slots:
             log.warning("no miners configured: set MINERWATCH_MINERS or [[collector.miners]]")
         log.info("polling %d miner(s) every %g s (timeout %g s, concurrency %d)",
-                 len(self.slots), self.config.poll_interval_s, self.config.timeout_s,
+                 len(slots), self.config.poll_interval_s, self.config.timeout_s,
                  self.config.concurrency)
         loop = asyncio.get_running_loop()
         start = loop.time()
         interval = self.config.poll_interval_s
-        for index, slot in enumerate(self.slots):
-            self._push(slot, start + interval * index / len(self.slots))
+        for index, slot in enumerate(slots):
+            self._push(slot, start + interval * index / len(slots))
         self._running = True
         next_report = start + REPORT_EVERY_S
         reported = (0, 0, 0)
@@ -250,13 +118,6 @@ class Poller:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        for slot in self.slots:
-            for driver in (slot.driver, *slot.alternates):
-                with contextlib.suppress(Exception):
-                    await driver.aclose()
 
     def _push(self, slot: MinerSlot, due: float) -> None:
         heapq.heappush(self._queue, (due, next(self._order), slot))
@@ -287,11 +148,13 @@ class Poller:
         task.add_done_callback(self._tasks.discard)
 
     async def _poll(self, slot: MinerSlot, due: float) -> None:
+        good = False
         try:
-            await self.poll_once(slot)
+            good = await self.fleet.poll(slot)
         finally:
             self._active -= 1
             self.stats.completed += 1
+            self.stats.failed += not good
             if self._running:
                 now = asyncio.get_running_loop().time()
                 if not slot.retired:
@@ -337,71 +200,9 @@ class Poller:
                 "skipped (still running when due again): %d miners every %g s is more "
                 "than this collector keeps up with (raise collector.concurrency, "
                 "lengthen the interval or split the fleet)",
-                REPORT_EVERY_S, late, started, LATE_S, skipped, len(self.slots),
+                REPORT_EVERY_S, late, started, LATE_S, skipped, len(self.fleet),
                 self.config.poll_interval_s)
         return now
-
-    # -- one poll -----------------------------------------------------------------------
-
-    async def poll_once(self, slot: MinerSlot) -> None:
-        """Poll one miner once and queue what changed. Never raises (but on cancel)."""
-        ts = utc_now_ts()
-        try:
-            async with asyncio.timeout(self.config.timeout_s + TIMEOUT_GRACE_S):
-                reading = await slot.driver.fetch()
-        except PollError as exc:
-            self._failed(slot, ts, exc.reason)
-        except TimeoutError:
-            self._failed(slot, ts, timeout_reason(self.config.timeout_s))
-        except Exception as exc:  # a driver bug must not stop the other miners
-            if not slot.retired:
-                log.exception("%s: unexpected error while polling", slot.where)
-            self._failed(slot, ts, f"internal error: {type(exc).__name__}")
-        else:
-            self._succeeded(slot, ts, reading)
-
-    def _failed(self, slot: MinerSlot, ts: str, reason: str) -> None:
-        if slot.retired:  # removed while this poll ran
-            return
-        self.stats.failed += 1
-        log.debug("%s: poll failed: %s", slot.where, reason)
-        status = slot.health.failed(ts, reason)
-        if status is not None:
-            log.warning("%s (%s) is offline: %s", slot.miner_id, slot.where, reason)
-            self._publish_status(slot, status)
-        self.identities.failed(slot)  # the next poll tries another known address
-
-    def _succeeded(self, slot: MinerSlot, ts: str, reading: Reading) -> None:
-        if slot.retired:
-            return
-        owner = self.identities.claim(slot, reading)  # one miner per MAC
-        if owner is None:
-            return  # polled through another address already
-        slot = owner
-        if not slot.id_decided:
-            self._decide_id(slot, reading)
-        driver = slot.driver
-        info = reading.info(slot.miner_id, driver.name, driver.host, driver.port)
-        if info != slot.info:
-            slot.info = info
-            self.outbox.put(Outgoing.of(slot.miner_id, info))
-        status = slot.health.succeeded(ts, reading.is_mining)
-        if status is not None:
-            log.info("%s (%s) is %s", slot.miner_id, slot.where, status.state)
-            self._publish_status(slot, status)
-        self.outbox.put(Outgoing.of(slot.miner_id, reading.sample(slot.miner_id, ts)))
-
-    def _decide_id(self, slot: MinerSlot, reading: Reading) -> None:
-        driver = slot.driver
-        slot.miner_id = miner_id_for(slot.name, reading, driver.host, driver.port)
-        slot.id_decided = True
-        for stale in slot.published_status_ids - {slot.miner_id}:
-            self.outbox.put(Outgoing.clear(stale, "status"))
-        slot.published_status_ids &= {slot.miner_id}
-
-    def _publish_status(self, slot: MinerSlot, status: MinerStatus) -> None:
-        slot.published_status_ids.add(slot.miner_id)
-        self.outbox.put(Outgoing.of(slot.miner_id, status))
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -3,6 +3,10 @@
 ``await driver.fetch()`` returns a ``Reading`` (the Sample's measured fields plus the
 miner's identity) or raises ``PollError(reason)`` with a short, clear reason. A driver is
 built once per miner and reused across polls (``aclose`` when the miner goes away).
+
+``DRIVERS`` is the one list of drivers, by the scheme of a miner URL, in the order of the
+names the config accepts (``shared.config.DRIVERS``): ``axeos`` (``drivers.axeos``, with
+the live push of ``drivers.live``) and ``cgminer`` (``drivers.cgminer``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Protocol
 from minerwatch.collector.drivers.axeos import AxeosDriver
 from minerwatch.collector.drivers.cgminer import CgminerDriver
 from minerwatch.collector.drivers.reading import PollError, Reading, timeout_reason
+from minerwatch.shared import config
 from minerwatch.shared.config import DEFAULT_PORTS
 
 #: Seconds allowed on top of a poll timeout for connection and client setup.
@@ -21,10 +26,15 @@ SETUP_GRACE_S = 0.5
 
 
 class Driver(Protocol):
-    name: str
-    host: str
-    port: int
-    timeout_s: float
+    # Read-only to the fleet: a wrapper (the live push) may derive them.
+    @property
+    def name(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def timeout_s(self) -> float: ...
 
     async def fetch(self) -> Reading: ...
 
@@ -37,8 +47,10 @@ class DriverFactory(Protocol):
     ) -> Driver: ...
 
 
-#: Driver by the scheme of a miner URL (``axeos://``, ``cgminer://``).
-DRIVERS: dict[str, DriverFactory] = {"axeos": AxeosDriver, "cgminer": CgminerDriver}
+_FACTORIES: dict[str, DriverFactory] = {"axeos": AxeosDriver, "cgminer": CgminerDriver}
+#: Driver by the scheme of a miner URL (``axeos://``, ``cgminer://``); a name the config
+#: accepts without a driver here fails at import, not at the first poll.
+DRIVERS: dict[str, DriverFactory] = {kind: _FACTORIES[kind] for kind in config.DRIVERS}
 
 
 def create_driver(

@@ -5,7 +5,7 @@ object when a client connects, then only the fields that changed (nested objects
 field, lists whole), at most every 500 ms. Removed fields are never announced; none that
 the Sample needs ever goes away.
 
-``LiveAxeosDriver`` wraps the HTTP driver and keeps the Driver interface, so the poller
+``LiveAxeosDriver`` wraps the HTTP driver and keeps the Driver interface, so the fleet
 still asks once per interval and samples keep the poll cadence, not the push rate:
 
 - after a good HTTP poll that reports v2.14+ firmware, it opens the socket in the
@@ -40,7 +40,7 @@ from minerwatch.collector.drivers import Driver, PollError, Reading
 from minerwatch.collector.drivers.axeos import MAX_REPLY_BYTES, AxeosDriver, parse_system_info
 from minerwatch.collector.drivers.reading import decode_json
 
-log = logging.getLogger("minerwatch.collector.live")
+log = logging.getLogger(__name__)
 
 LIVE_PATH = "/api/ws/live"
 #: The first AxeOS release with the live WebSocket.
@@ -221,7 +221,7 @@ class LiveAxeosDriver:
                 first = update_data(await socket.recv())
             if first is None or "hashRate" not in first:
                 raise LiveError("bad update: the first one is not the whole info object")
-            parse_system_info(first)  # refuse a feed the poller could not use
+            parse_system_info(first)  # refuse a feed a poll could not use
         except (OSError, TimeoutError, websockets.WebSocketException, LiveError,
                 PollError) as exc:
             log.debug("%s: no live updates (%s)", self._where, _reason(exc))

@@ -20,7 +20,9 @@ class PollError(Exception):
 
 
 class Reading(msgspec.Struct, kw_only=True):
-    """A Sample's measured fields (all but miner_id and ts) plus the miner's identity."""
+    """A Sample's measured fields (those ``shared.fields`` describes, but the derived
+    ``efficiency_jth``), in Sample order and with Sample's types, plus the miner's
+    identity. tests/test_reading.py holds the two to the descriptions."""
 
     hashrate_ths: float
     expected_hashrate_ths: float | None = None
@@ -42,6 +44,8 @@ class Reading(msgspec.Struct, kw_only=True):
     mac: str | None = None
 
     def sample(self, miner_id: str, ts: str) -> Sample:
+        # Field by field on purpose: once per poll, and a generic copy (a dict of the
+        # described names into ``Sample(**...)``) measured 3x the cost (~6 µs, not 2).
         return Sample(
             miner_id=miner_id,
             ts=ts,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from minerwatch.collector.drivers.cgminer_fields import (
+from minerwatch.collector.drivers.cgminer.replies import (
     Details,
     Identity,
     first_block,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from minerwatch.collector.drivers.cgminer_fields import (
+from minerwatch.collector.drivers.cgminer.replies import (
     Details,
     Identity,
     first_block,

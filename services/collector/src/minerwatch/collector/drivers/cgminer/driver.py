@@ -1,16 +1,12 @@
-"""CGMiner RPC (Antminer, Whatsminer, Avalon, any cgminer): JSON over TCP 4028.
-
-This module is the transport (one command per connection, read until the miner closes,
-bounded in time and size), the envelope (NUL, STATUS, joined ``a+b`` replies), the repair of
-the JSON real units send, and the family dispatch: ``version`` says which family a miner
-is, and each family's module (``antminer``, ``whatsminer``, ``avalon``) reads its replies.
+"""The CGMiner driver: one poll of one miner, and what it learns about its firmware.
 
 A poll asks every command at once as one joined command (``summary+stats+pools``); a
 firmware that refuses joined commands (or never answers them) is asked them one per
-connection, and the driver remembers which of the two works for that miner. The same goes
-for richer requests: an Antminer whose ``stats`` has no sensors is asked
-``{"command":"stats","new_api":true}`` once, and keeps being asked it only if that has them.
-Everything a poll does shares one deadline: the poll timeout.
+connection. The same goes for richer requests: an Antminer whose ``stats`` has no sensors
+is asked ``{"command":"stats","new_api":true}`` once, and keeps being asked it only if that
+has them. What the driver learned about one miner's firmware is in its ``Quirks``, and is
+forgotten when the miner restarts (it may have new firmware). Everything a poll does
+shares one deadline: the poll timeout.
 """
 
 from __future__ import annotations
@@ -18,303 +14,127 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from minerwatch.collector.drivers import antminer, avalon, whatsminer
-from minerwatch.collector.drivers.antminer import parse_stats
-from minerwatch.collector.drivers.cgminer_fields import (
+from minerwatch.collector.drivers.cgminer.families import (
+    GENERIC,
+    Family,
+    family_of,
+    family_of_summary,
+)
+from minerwatch.collector.drivers.cgminer.replies import (
     Details,
     Identity,
-    Summary,
     build_reading,
-    first_block,
-    hashrate_ths,
     parse_pools,
     parse_summary,
-    section,
 )
-from minerwatch.collector.drivers.reading import (
-    PollError,
-    Reading,
-    decode_json,
-    timeout_reason,
+from minerwatch.collector.drivers.cgminer.transport import (
+    is_transport_failure,
+    request,
+    split_joined,
 )
-from minerwatch.collector.drivers.values import text
+from minerwatch.collector.drivers.reading import PollError, Reading
 
-log = logging.getLogger("minerwatch.collector.cgminer")
+log = logging.getLogger(__name__)
 
-MAX_REPLY_BYTES = 1 << 20
 #: After this many polls in a row with a summary but no ``version`` answer, stop asking it.
 MAX_VERSION_FAILURES = 3
 #: After this many joined commands in a row without any reply (before one ever worked),
 #: ask one command per connection.
 MAX_JOINED_SILENCES = 2
 
-#: Known malformations of real firmwares, applied only when a reply does not parse as is.
-_REPAIRS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\}\s*\{"), "},{"),  # bmminer stats: objects with no comma between them
-    (re.compile(r",\s*([}\]])"), r"\1"),  # trailing commas: ",}" and ",]"
-    (re.compile(r"\[\s*,"), "["),  # "[,{"
-    (re.compile(r'""(?=[A-Za-z_][\w ]*":)'), '"'),  # btminer: ""temp0":
-    # bare inf / nan values (JSON has no such literals; no sensor means null)
-    (re.compile(r"(:\s*)[-+]?(?:inf(?:inity)?|nan)(?=\s*[,}\]])", re.IGNORECASE), r"\1null"),
-)
-
-__all__ = [
-    "CgminerDriver",
-    "Details",
-    "Family",
-    "Identity",
-    "StatusError",
-    "Summary",
-    "build_reading",
-    "check_status",
-    "decode_reply",
-    "family_of",
-    "hashrate_ths",
-    "parse_pools",
-    "parse_stats",
-    "parse_summary",
-    "parse_version",
-    "repair_json",
-    "request",
-    "section",
-    "split_joined",
-]
+Replies = dict[str, dict[str, Any] | PollError]
 
 
-# --- envelope and repair (pure) -------------------------------------------------------
+@dataclass(slots=True)
+class Quirks:
+    """What polling taught the driver about one miner's firmware."""
 
+    #: The firmware family, once ``version`` (or ``summary``) told.
+    family: Family | None = None
+    #: make, model, firmware and MAC from ``version`` and the identity commands.
+    identity: Identity | None = None
+    #: The miner restarted since the identity was asked: ask again.
+    identity_stale: bool = False
+    #: Polls in a row where ``summary`` answered and ``version`` did not.
+    version_failures: int = 0
+    #: Does the firmware answer joined commands? None: not known yet.
+    joined: bool | None = None
+    #: Joined commands in a row that got no reply at all, before one ever worked.
+    joined_silences: int = 0
+    #: Commands asked with request options (their richer form, alone: a joined command
+    #: carries none), and the commands whose richer form was tried already.
+    options: dict[str, Mapping[str, object]] = field(default_factory=dict)
+    richer_tried: set[str] = field(default_factory=set)
+    #: The uptime of the last summary: a smaller one means the miner restarted.
+    uptime_s: int | None = None
 
-class StatusError(PollError):
-    """A reply whose STATUS is E (error) or F (fatal). ``reply`` is kept: even an error
-    says who answered (Whatsminer's ``version`` error names the firmware)."""
+    @property
+    def identify(self) -> bool:
+        """Whether this poll asks for the identity."""
+        return self.identity is None or self.identity_stale
 
-    def __init__(self, reason: str, reply: Mapping[str, Any]) -> None:
-        super().__init__(reason)
-        self.reply = reply
+    @property
+    def ask_version(self) -> bool:
+        return ((self.family is None or self.identify)
+                and self.version_failures < MAX_VERSION_FAILURES)
 
+    def answered_as(self, family: Family, identity: Identity) -> bool:
+        """``version`` answered; True when the miner now answers as another family (what
+        was learned about its old firmware is forgotten then)."""
+        changed = self.family is not None and family is not self.family
+        if changed:
+            self.forget_firmware()
+        self.family, self.identity, self.identity_stale = family, identity, False
+        return changed
 
-def repair_json(reply: str) -> str:
-    for pattern, replacement in _REPAIRS:
-        reply = pattern.sub(replacement, reply)
-    return reply
+    def joined_silent(self, error: PollError) -> bool:
+        """A joined command got no reply. A firmware may choke on one instead of refusing
+        it: until a join has worked once, a few silences in a row mean "do not join".
+        True when that was just decided."""
+        if self.joined is not None or error.reason == "connection refused":
+            return False
+        self.joined_silences += 1
+        if self.joined_silences < MAX_JOINED_SILENCES:
+            return False
+        self.joined = False
+        return True
 
+    def try_richer(self, family: Family, command: str, found: Details
+                   ) -> Mapping[str, object] | None:
+        """After a plain reply without sensors: the family's richer form of the command to
+        try once (returned, and used from now on), or None. A richer form that had nothing
+        either goes back to plain."""
+        if command not in family.richer or found.temp_c is not None or found.fan_rpm:
+            return None
+        if command in self.options:
+            del self.options[command]
+        elif command not in self.richer_tried:
+            self.richer_tried.add(command)
+            self.options[command] = family.richer[command]
+            return self.options[command]
+        return None
 
-def decode_reply(raw: bytes, *, check: bool = True) -> dict[str, Any]:
-    """Raw bytes from the socket -> the reply object, repaired when needed.
+    def noticed_uptime(self, uptime_s: int | None) -> bool:
+        """True when the uptime went down: the miner restarted, maybe on new firmware, so
+        its identity is asked again and its joined and richer answers learned anew."""
+        previous, self.uptime_s = self.uptime_s, uptime_s
+        if previous is None or uptime_s is None or uptime_s >= previous:
+            return False
+        self.identity_stale = True
+        self.version_failures = 0
+        self.forget_firmware()
+        return True
 
-    The reply ends at the first NUL. Raises PollError for empty, unrepairable and (with
-    ``check``) error replies (STATUS E/F, as StatusError)."""
-    body, nul, _ = raw.partition(b"\x00")
-    if nul and not body.strip():  # a stray NUL before the reply
-        body = raw.replace(b"\x00", b"")
-    reply = body.decode("utf-8", errors="replace").strip()
-    if not reply:
-        raise PollError("bad reply: empty")
-    try:
-        data = json.loads(reply, strict=False)
-    except (json.JSONDecodeError, RecursionError):
-        data = decode_json(repair_json(reply))
-    if not isinstance(data, dict):
-        raise PollError("bad reply: not a JSON object")
-    if check:
-        check_status(data)
-    return data
-
-
-def check_status(reply: Mapping[str, Any]) -> None:
-    """STATUS E (error) or F (fatal) -> StatusError naming the firmware's message."""
-    status = reply.get("STATUS")
-    message: object = None
-    if isinstance(status, list) and status and isinstance(status[0], Mapping):
-        code, message = status[0].get("STATUS"), status[0].get("Msg")
-    elif isinstance(status, Mapping):  # new_api replies: one object
-        code, message = status.get("STATUS"), status.get("Msg")
-    elif isinstance(status, str):  # some Whatsminer replies
-        code, message = status, reply.get("Msg")
-    else:
-        return
-    if code in ("E", "F"):
-        if not isinstance(message, str):
-            message = json.dumps(message) if message is not None else "no message"
-        reason = f"bad reply: STATUS {code}: {' '.join(message.split())[:100]}"
-        raise StatusError(reason, reply)
-
-
-def split_joined(
-    reply: Mapping[str, Any], commands: Sequence[str]
-) -> dict[str, dict[str, Any] | PollError]:
-    """A joined reply ``{"summary":[{...}],"stats":[{...}]}`` -> each command's reply.
-
-    Raises PollError when it is not a joined reply (the firmware refused the join); a
-    part that is itself an error reply comes back as its StatusError."""
-    results: dict[str, dict[str, Any] | PollError] = {}
-    for command in commands:
-        part = reply.get(command)
-        if isinstance(part, list) and part:
-            part = part[0]
-        if not isinstance(part, dict):
-            raise PollError(f"bad reply: no {command!r} in the joined reply")
-        try:
-            check_status(part)
-        except StatusError as exc:
-            results[command] = exc
-        else:
-            results[command] = part
-    return results
-
-
-# --- families (pure) ------------------------------------------------------------------
-
-
-Parser = Callable[[Mapping[str, Any]], Details]
-
-
-@dataclass(frozen=True)
-class Family:
-    """One kind of cgminer-API firmware: what to ask each poll and how to read it."""
-
-    name: str
-    #: Commands asked every poll besides ``summary``.
-    commands: tuple[str, ...]
-    #: Commands asked only while the identity is unknown (after start and restarts).
-    identity_commands: tuple[str, ...] = ()
-    #: Per command, the family's reader of that reply (``summary`` too: extra fields).
-    parsers: Mapping[str, Parser] = field(default_factory=dict)
-    #: The identity in this family's ``version`` reply.
-    version: Callable[[Mapping[str, Any]], Identity] = lambda _: Identity()
-    #: Request options to try for a command whose plain reply has no temperatures and no
-    #: fans (newer Antminer firmware keeps them in ``stats`` with ``new_api``).
-    richer: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
-
-
-def _generic_version(reply: Mapping[str, Any]) -> Identity:
-    block = first_block(reply, "VERSION")
-    for key in antminer.FIRMWARE_KEYS:
-        version = text(block.get(key))
-        if version:
-            return Identity(firmware=f"{key} {version}")
-    return Identity()
-
-
-ANTMINER = Family("antminer", ("stats", "pools"), parsers={"stats": parse_stats},
-                  version=antminer.parse_version, richer={"stats": {"new_api": True}})
-WHATSMINER = Family(
-    "whatsminer", ("pools",), identity_commands=("devdetails",),
-    parsers={"summary": whatsminer.parse_summary, "devdetails": whatsminer.parse_devdetails},
-    version=lambda _: Identity(make=whatsminer.MAKE),
-)
-AVALON = Family("avalon", ("estats", "pools"), parsers={"estats": avalon.parse_estats},
-                version=avalon.parse_version)
-#: Any other cgminer: the legacy stats keys (tempN, fanN) are cgminer conventions.
-GENERIC = Family("cgminer", ("stats", "pools"), parsers={"stats": parse_stats},
-                 version=_generic_version)
-FAMILIES = {family.name: family for family in (ANTMINER, WHATSMINER, AVALON, GENERIC)}
-
-
-def _description(reply: Mapping[str, Any]) -> str:
-    status = reply.get("STATUS")
-    if isinstance(status, list) and status and isinstance(status[0], Mapping):
-        status = status[0]
-    source = status if isinstance(status, Mapping) else reply
-    return str(source.get("Description") or "").lower()
-
-
-def family_of(version: Mapping[str, Any]) -> Family:
-    """Which family answered ``version`` (the reply, or the error reply it gave)."""
-    description = _description(version)
-    if "whatsminer" in description or "btminer" in description:
-        return WHATSMINER
-    block = first_block(version, "VERSION")
-    if "BTMiner" in block:
-        return WHATSMINER
-    miner_type = (text(block.get("Type")) or "").lower()
-    if miner_type.startswith("antminer") or "BMMiner" in block:
-        return ANTMINER
-    if avalon.is_avalon_version(block):
-        return AVALON
-    return GENERIC
-
-
-def family_of_summary(reply: Mapping[str, Any]) -> Family | None:
-    """A second opinion from ``summary`` when ``version`` said nothing useful."""
-    if "whatsminer" in _description(reply):
-        return WHATSMINER
-    if whatsminer.is_whatsminer_summary(first_block(reply, "SUMMARY")):
-        return WHATSMINER
-    return None
-
-
-def parse_version(reply: Mapping[str, Any]) -> Identity:
-    """make, model and firmware from a ``version`` reply, whatever the family."""
-    return family_of(reply).version(reply)
-
-
-# --- I/O ------------------------------------------------------------------------------
-
-
-async def request(
-    host: str,
-    port: int,
-    command: str,
-    timeout_s: float,
-    parameter: str | None = None,
-    *,
-    options: Mapping[str, object] | None = None,
-    deadline: float | None = None,
-    check: bool = True,
-) -> dict[str, Any]:
-    """Send one command, read until the peer closes (or a NUL), decode the reply.
-
-    Bounded in time (``timeout_s`` for the whole exchange, or until ``deadline`` on the
-    loop's clock when given: a slow trickle of bytes does not extend it) and in size
-    (1 MiB). ``options`` are extra request keys (``{"new_api": True}``)."""
-    payload: dict[str, object] = {"command": command}
-    if parameter is not None:
-        payload["parameter"] = parameter
-    payload.update(options or {})
-    if deadline is None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-    received = bytearray()
-    try:
-        async with asyncio.timeout_at(deadline):
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(json.dumps(payload).encode())
-                await writer.drain()
-                while chunk := await reader.read(65536):
-                    received += chunk
-                    if len(received) > MAX_REPLY_BYTES:
-                        raise PollError(f"bad reply: larger than {MAX_REPLY_BYTES} bytes")
-                    if b"\x00" in chunk:  # the reply is complete
-                        break
-            finally:
-                writer.close()
-                with suppress(OSError):
-                    await writer.wait_closed()
-    except TimeoutError:
-        if received:  # a firmware that forgets to close after a complete reply
-            with suppress(PollError):
-                return decode_reply(bytes(received), check=check)
-        raise PollError(timeout_reason(timeout_s)) from None
-    except ConnectionRefusedError:
-        raise PollError("connection refused") from None
-    except ConnectionResetError:
-        if not received:
-            raise PollError("connection reset without a reply") from None
-    except OSError as exc:
-        raise PollError(f"connection failed: {exc.strerror or exc}") from None
-    return decode_reply(bytes(received), check=check)
-
-
-def _is_transport_failure(error: PollError) -> bool:
-    """Failures that say nothing about the firmware (the miner is away or slow)."""
-    return not error.reason.startswith("bad reply")
+    def forget_firmware(self) -> None:
+        """New firmware may take joined commands and richer requests differently."""
+        self.joined = None
+        self.joined_silences = 0
+        self.options.clear()
+        self.richer_tried.clear()
 
 
 class CgminerDriver:
@@ -327,24 +147,18 @@ class CgminerDriver:
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
-        self.family: Family | None = None
-        #: Does this firmware answer joined commands (None: not known yet)?
-        self.joined: bool | None = None
-        self._identity: Identity | None = None
-        self._identity_stale = False
-        self._uptime_s: int | None = None
-        self._version_failures = 0  # polls in a row where summary answered, version not
-        self._joined_silences = 0
-        #: Commands asked with options (alone: a joined command carries none), and the
-        #: commands whose richer form was tried already (for good or not).
-        self._options: dict[str, Mapping[str, object]] = {}
-        self._richer_tried: set[str] = set()
-        self._aux_errors: dict[str, str] = {}
+        self.quirks = Quirks()
+        self._aux_errors: dict[str, str] = {}  # the last reason logged per side command
+
+    @property
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
 
     async def fetch(self) -> Reading:
         # One deadline for the whole poll, every step and fallback included.
         deadline = asyncio.get_running_loop().time() + self.timeout_s
-        identify = self._identity is None or self._identity_stale
+        quirks = self.quirks
+        identify = quirks.identify
         summary_reply, results, identified = await self._first_step(deadline, identify)
         summary = parse_summary(summary_reply)
         family = self._settle_family(summary_reply)
@@ -352,7 +166,8 @@ class CgminerDriver:
         missing = [command for command in wanted if command not in results]
         if missing:  # the family became known during this poll: its own commands now
             results.update(await self._ask(missing, deadline))
-        self._notice_restart(summary)
+        if quirks.noticed_uptime(summary.uptime_s):
+            log.debug("%s: restarted: asking its identity again", self._where)
 
         details: list[Details] = []
         if summary_parser := family.parsers.get("summary"):
@@ -373,23 +188,24 @@ class CgminerDriver:
             except Exception as exc:  # a side reply never fails the poll: summary answered
                 reason = exc.reason if isinstance(exc, PollError) else f"internal error: {exc!r}"
                 self._note_aux_error(command, reason)
-                self._options.pop(command, None)  # a richer form that fails: plain again
+                quirks.options.pop(command, None)  # a richer form that fails: plain again
             else:
                 self._aux_errors.pop(command, None)
         if identified:  # what the identity commands found joins the version's identity
             for item in details:
-                self._identity = (self._identity or Identity()).over(item.identity)
-        return build_reading(summary, details, pool_url, self._identity)
+                quirks.identity = (quirks.identity or Identity()).over(item.identity)
+        return build_reading(summary, details, pool_url, quirks.identity)
 
     async def _first_step(
         self, deadline: float, identify: bool
-    ) -> tuple[dict[str, Any], dict[str, dict[str, Any] | PollError], bool]:
+    ) -> tuple[dict[str, Any], Replies, bool]:
         """The summary (PollError when it fails) and the other replies of the family's
         commands, with ``version`` alongside when the family or identity is unknown: not
         before, so a firmware whose version hangs is still polled within the timeout."""
-        known = self.family
+        quirks = self.quirks
+        known = quirks.family
         version: asyncio.Task[bool] | None = None
-        if (known is None or identify) and self._version_failures < MAX_VERSION_FAILURES:
+        if quirks.ask_version:
             version = asyncio.ensure_future(self._identify(deadline))
         try:
             if known is None:  # what every family answers; the rest once version tells
@@ -407,17 +223,18 @@ class CgminerDriver:
         if isinstance(summary_reply, PollError):
             raise summary_reply
         if version is not None:  # the miner answers; does its version?
-            self._version_failures = 0 if identified else self._version_failures + 1
+            quirks.version_failures = 0 if identified else quirks.version_failures + 1
         return summary_reply, results, identified
 
     def _settle_family(self, summary_reply: Mapping[str, Any]) -> Family:
-        if self.family in (None, GENERIC) and (guess := family_of_summary(summary_reply)):
-            self.family = guess  # btminer firmwares whose version reply says nothing
-        elif self.family is None and self._version_failures >= MAX_VERSION_FAILURES:
-            log.warning("%s:%d: no version reply in %d polls; polling it as a plain cgminer",
-                        self.host, self.port, self._version_failures)
-            self.family = GENERIC
-        return self.family or GENERIC
+        quirks = self.quirks
+        if quirks.family in (None, GENERIC) and (guess := family_of_summary(summary_reply)):
+            quirks.family = guess  # btminer firmwares whose version reply says nothing
+        elif quirks.family is None and quirks.version_failures >= MAX_VERSION_FAILURES:
+            log.warning("%s: no version reply in %d polls; polling it as a plain cgminer",
+                        self._where, quirks.version_failures)
+            quirks.family = GENERIC
+        return quirks.family or GENERIC
 
     async def _identify(self, deadline: float) -> bool:
         """Ask ``version``: it names the family and the model. An error reply is an
@@ -430,105 +247,69 @@ class CgminerDriver:
             return False
         self._aux_errors.pop("version", None)
         family = family_of(reply)
-        if self.family is not None and family is not self.family:
-            log.info("%s:%d: now answers as %s (was %s)", self.host, self.port,
-                     family.name, self.family.name)
-            self._forget_firmware()
-        self.family = family
-        self._identity = family.version(reply)
-        self._identity_stale = False
+        was = self.quirks.family
+        if self.quirks.answered_as(family, family.version(reply)) and was is not None:
+            log.info("%s: now answers as %s (was %s)", self._where, family.name, was.name)
         return True
 
-    async def _ask(
-        self, commands: Sequence[str], deadline: float
-    ) -> dict[str, dict[str, Any] | PollError]:
+    async def _ask(self, commands: Sequence[str], deadline: float) -> Replies:
         """Every command's reply (or its error). Those with request options go alone (a
         joined command carries none), beside the others."""
-        alone = [command for command in commands if command in self._options]
-        together = [command for command in commands if command not in self._options]
+        options = self.quirks.options
+        alone = [command for command in commands if command in options]
+        together = [command for command in commands if command not in options]
         joined, *singles = await asyncio.gather(
             self._together(together, deadline),
             *(self._single(command, deadline) for command in alone),
         )
         return {**joined, **dict(zip(alone, singles, strict=True))}
 
-    async def _together(
-        self, commands: Sequence[str], deadline: float
-    ) -> dict[str, dict[str, Any] | PollError]:
+    async def _together(self, commands: Sequence[str], deadline: float) -> Replies:
         """Joined into one command when the firmware takes that, else one per connection."""
-        if len(commands) > 1 and self.joined is not False:
+        quirks = self.quirks
+        if len(commands) > 1 and quirks.joined is not False:
             try:
                 reply = await request(self.host, self.port, "+".join(commands),
                                       self.timeout_s, deadline=deadline)
                 results = split_joined(reply, commands)
             except PollError as exc:
-                if _is_transport_failure(exc):  # no answer: singles would fare no better
-                    self._joined_no_answer(exc)
+                if is_transport_failure(exc):  # no answer: singles would fare no better
+                    if quirks.joined_silent(exc):
+                        log.info("%s: no reply to joined commands %d times: asking one at "
+                                 "a time", self._where, quirks.joined_silences)
                     return dict.fromkeys(commands, exc)
-                if self.joined is None:
-                    log.info("%s:%d: joined commands refused (%s): asking one at a time",
-                             self.host, self.port, exc.reason)
-                    self.joined = False
+                if quirks.joined is None:
+                    log.info("%s: joined commands refused (%s): asking one at a time",
+                             self._where, exc.reason)
+                    quirks.joined = False
             else:
-                self.joined = True
-                self._joined_silences = 0
+                quirks.joined = True
+                quirks.joined_silences = 0
                 return results
         replies = await asyncio.gather(
             *(self._single(command, deadline) for command in commands)
         )
         return dict(zip(commands, replies, strict=True))
 
-    def _joined_no_answer(self, error: PollError) -> None:
-        # A firmware may choke on a joined command instead of refusing it (no reply at
-        # all). Until a join has worked once, a few silences in a row mean "do not join".
-        if self.joined is None and error.reason != "connection refused":
-            self._joined_silences += 1
-            if self._joined_silences >= MAX_JOINED_SILENCES:
-                log.info("%s:%d: no reply to joined commands %d times: asking one at a time",
-                         self.host, self.port, self._joined_silences)
-                self.joined = False
-
     async def _single(self, command: str, deadline: float) -> dict[str, Any] | PollError:
         try:
             return await request(self.host, self.port, command, self.timeout_s,
-                                 options=self._options.get(command), deadline=deadline)
+                                 options=self.quirks.options.get(command), deadline=deadline)
         except PollError as exc:
             return exc
 
     def _consider_richer(self, family: Family, command: str, found: Details) -> None:
-        """A plain reply without sensors: try the family's richer form of the command once,
-        and keep it only if it has them."""
-        if command not in family.richer or (found.temp_c is not None or found.fan_rpm):
-            return
-        if command in self._options:  # the richer form had nothing either: back to plain
-            del self._options[command]
-        elif command not in self._richer_tried:
-            self._richer_tried.add(command)
-            self._options[command] = family.richer[command]
-            log.info("%s:%d: %s has no temperatures or fans; trying %s", self.host,
-                     self.port, command, json.dumps(family.richer[command]))
-
-    def _notice_restart(self, summary: Summary) -> None:
-        # A miner that restarted may have new firmware: ask for its identity next poll.
-        previous, self._uptime_s = self._uptime_s, summary.uptime_s
-        if previous is not None and summary.uptime_s is not None and summary.uptime_s < previous:
-            self._identity_stale = True
-            self._version_failures = 0
-            self._forget_firmware()
-
-    def _forget_firmware(self) -> None:
-        """New firmware may take joined commands and richer requests differently."""
-        self.joined = None
-        self._joined_silences = 0
-        self._options.clear()
-        self._richer_tried.clear()
+        richer = self.quirks.try_richer(family, command, found)
+        if richer is not None:
+            log.info("%s: %s has no temperatures or fans; trying %s", self._where, command,
+                     json.dumps(richer))
 
     def _note_aux_error(self, command: str, reason: str) -> None:
         # The poll still counts (summary answered); say so once per new reason, not per poll.
         if self._aux_errors.get(command) != reason:
             self._aux_errors[command] = reason
-            log.warning("%s:%d: %s failed (%s); its fields stay null",
-                        self.host, self.port, command, reason)
+            log.warning("%s: %s failed (%s); its fields stay null", self._where, command,
+                        reason)
 
     async def aclose(self) -> None:
         """Nothing held between polls: one connection per command."""
