@@ -136,6 +136,9 @@ class Client(asyncio.Protocol):
         self._next_packet_id = 0
         self._outgoing = bytearray()  # acknowledgements and publishes for the next write
         self._write_scheduled = False
+        #: True while data_received runs: what it makes us send (acknowledgements, the
+        #: publishes on_settled hands over) leaves at its end, not one loop turn later.
+        self._receiving = False
         self._last_heard = 0.0
         self._error: MqttError | None = None
         self._closed = asyncio.Event()  # set once the client gave the connection up
@@ -311,7 +314,7 @@ class Client(asyncio.Protocol):
         packet = self._encode_publish(topic, payload, 1, retain, packet_id)
         delivery = self._inflight[packet_id] = Delivery(topic, packet_id)
         self._outgoing += packet
-        if not self._write_scheduled:
+        if not self._write_scheduled and not self._receiving:
             self._write_scheduled = True
             asyncio.get_running_loop().call_soon(self._write_now)
         return delivery
@@ -330,7 +333,7 @@ class Client(asyncio.Protocol):
             return
         self._unacked.discard(message.packet_id)
         self._outgoing += packets.puback(message.packet_id)
-        if not self._write_scheduled:
+        if not self._write_scheduled and not self._receiving:
             self._write_scheduled = True
             asyncio.get_running_loop().call_soon(self._write_now)
         if not self._over_window() and len(self._incoming) <= self.max_queued:
@@ -528,6 +531,15 @@ class Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._error is not None:
             return  # leaving (DISCONNECT sent) or closed: the broker redelivers
+        self._receiving = True
+        try:
+            self._receive(data)
+        finally:
+            self._receiving = False
+            if self._outgoing:
+                self._write_now()
+
+    def _receive(self, data: bytes) -> None:
         self._last_heard = time.monotonic()
         buffer = self._buffer
         buffer += data
