@@ -153,7 +153,7 @@ async def test_sigkill_leaves_the_last_will(broker, base_topic: str) -> None:
 def make_link(kind: str, config: MqttConfig, base_topic: str) -> MqttLink | PersistentLink:
     if kind == "persistent":
         return PersistentLink(config, "unit", client_id=f"{base_topic}-p", receive_maximum=10)
-    return MqttLink(config, "unit", lean=kind == "lean")
+    return MqttLink(config, "unit", receive_maximum=10 if kind == "flow" else None)
 
 
 class StatusWatch:
@@ -189,7 +189,7 @@ class StatusWatch:
             await self._task
 
 
-KINDS = ["aiomqtt", "lean", "persistent"]
+KINDS = ["plain", "flow", "persistent"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -255,7 +255,7 @@ async def test_an_mqtt_error_is_one_warning_line_and_offline_too(
     assert await retained(broker.host, broker.port, status) == b"offline"
 
 
-@pytest.mark.parametrize("kind", ["lean", "persistent"])
+@pytest.mark.parametrize("kind", ["plain", "persistent"])
 async def test_cancelling_a_lean_link_says_offline(broker: Any, base_topic: str,
                                                    kind: str) -> None:
     link = make_link(kind, MqttConfig(url=broker.url, base_topic=base_topic), base_topic)
@@ -278,7 +278,7 @@ async def test_a_session_that_fails_at_once_is_retried_ever_more_slowly(
         broker: Any, base_topic: str) -> None:
     config = MqttConfig(url=broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                         reconnect_max_s=0.8)
-    link = MqttLink(config, "unit", lean=True)
+    link = MqttLink(config, "unit")
     starts: list[float] = []
 
     async def session(client: Any) -> None:
@@ -301,7 +301,7 @@ from minerwatch.shared.mqtt import MqttLink
 
 async def main():
     config = MqttConfig(url=os.environ["URL"], base_topic=os.environ["BASE"], keepalive_s=2)
-    link = MqttLink(config, "probe", lean=os.environ["KIND"] == "lean")
+    link = MqttLink(config, "probe")
     async def session(client):
         print("ready", flush=True)
         await asyncio.Event().wait()
@@ -311,12 +311,11 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("kind", ["aiomqtt", "lean"])
 async def test_a_sigkilled_service_is_offline_within_one_and_a_half_keepalives(
-        broker: Any, base_topic: str, kind: str) -> None:
+        broker: Any, base_topic: str) -> None:
     topic = f"{base_topic}/services/probe/status"
     async with StatusWatch(broker, topic) as watch:
-        env = {**os.environ, "URL": broker.url, "BASE": base_topic, "KIND": kind}
+        env = {**os.environ, "URL": broker.url, "BASE": base_topic}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", SIGKILLED, env=env, stdout=asyncio.subprocess.PIPE)
         assert proc.stdout is not None

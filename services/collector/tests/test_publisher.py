@@ -124,7 +124,7 @@ async def test_publishes_are_pipelined_in_order_retained(
     topic = f"{base_topic}/miners/rig-1/sample"
     subscriber = await Subscriber(broker.host, broker.port, f"{base_topic}/#").start()
     config = MqttConfig(url=broker.url, base_topic=base_topic)
-    link = MqttLink(config, "collector", lean=True)
+    link = MqttLink(config, "collector")
     try:
         for n in range(300):
             outbox.put(Outgoing.of("rig-1", sample(n)))
@@ -156,7 +156,7 @@ async def test_never_more_unsettled_than_the_brokers_receive_maximum(
     config = MqttConfig(url=broker.url, base_topic=base_topic)
     for n in range(2000):
         outbox.put(Outgoing.of("rig-1", sample(n)))
-    async with running(MqttLink(config, "collector", lean=True).run(publisher.session)):
+    async with running(MqttLink(config, "collector").run(publisher.session)):
         await asyncio.wait_for(_until(lambda: publisher.published == 2000), 10)
     # Mosquitto's default Receive Maximum is 20: sending more would be a protocol error.
     assert publisher.most_inflight == 20
@@ -179,7 +179,7 @@ async def test_messages_the_broker_refuses_are_counted_not_sent_again(
         outbox.put(Outgoing.of("allowed" if n % 4 else "denied", sample(n)))
     config = MqttConfig(url=own_broker.url, base_topic=base_topic)
     with caplog.at_level(logging.WARNING):
-        async with running(MqttLink(config, "collector", lean=True).run(publisher.session)):
+        async with running(MqttLink(config, "collector").run(publisher.session)):
             await asyncio.wait_for(_until(lambda: publisher.published == 100), 10)
             await asyncio.sleep(0.2)  # nothing goes out again
     assert (publisher.refused, publisher.published, len(outbox)) == (25, 100, 0)
@@ -207,7 +207,7 @@ async def test_messages_wait_while_the_broker_is_down_then_go_out_in_order(
 
     config = MqttConfig(url=own_broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                         reconnect_max_s=0.3)
-    link = MqttLink(config, "collector", lean=True)
+    link = MqttLink(config, "collector")
     async with running(link.run(session)):
         subscriber = await Subscriber(own_broker.host, own_broker.port, topic).start()
         for n in range(5):
@@ -245,7 +245,7 @@ async def test_empty_payload_clears_a_retained_message(broker: Any, base_topic: 
     publisher = Publisher(outbox, base_topic)
     status_topic = f"{base_topic}/miners/old-id/status"
     config = MqttConfig(url=broker.url, base_topic=base_topic)
-    link = MqttLink(config, "collector", lean=True)
+    link = MqttLink(config, "collector")
     subscriber = await Subscriber(broker.host, broker.port, status_topic).start()
     async with running(link.run(publisher.session)):
         outbox.put(Outgoing.of("old-id", schemas.MinerStatus(

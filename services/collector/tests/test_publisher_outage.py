@@ -104,7 +104,7 @@ class HeldSessions:
 def link(broker: Any, base_topic: str) -> MqttLink:
     config = MqttConfig(url=broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                         reconnect_max_s=0.3)
-    return MqttLink(config, "collector", lean=True)
+    return MqttLink(config, "collector")
 
 
 async def test_a_full_buffer_keeps_the_newest_and_says_what_it_dropped(

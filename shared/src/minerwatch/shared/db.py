@@ -11,10 +11,16 @@ and the newest value of the fields in ``ROLLUP_LAST``), which the store maintain
 samples arrive. The primary keys ``(miner_id, ts_ms)`` and ``(miner_id, bucket_ms)`` serve
 both "one miner over a time range" and "latest per miner"; on SQLite these tables are
 ``WITHOUT ROWID``, so one miner's rows sit together in key order.
+
+The measured fields are not written out here: the ``samples`` columns, the rollup columns
+and ``SAMPLE_FIELDS`` are derived from ``minerwatch.shared.fields`` (see ``column_type``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import types
+import typing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,31 +43,49 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeEngine
 
+from minerwatch.shared import fields
 from minerwatch.shared.config import ConfigError
 from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample, parse_ts
 
 metadata = MetaData()
+
+#: The column type of each field type of ``fields.ValueType``.
+COLUMN_TYPES: dict[fields.ValueType, type[TypeEngine[Any]]] = {
+    "float": Float,
+    "int": BigInteger,
+    "bool": Boolean,
+    "str": Text,
+    "list[int]": JSON,
+}
+
+_SAMPLE_TYPES = {field.name: field.type for field in msgspec.structs.fields(Sample)}
+
+
+def column_type(field: fields.FieldDescription) -> type[TypeEngine[Any]]:
+    return COLUMN_TYPES[field.type]
+
+
+def nullable(field: fields.FieldDescription) -> bool:
+    """Whether the column takes NULL: when the wire format can carry ``null`` for the
+    field. Never for a required field, nor for one the Sample defaults instead (an empty
+    ``fan_rpm``, ``is_mining`` true)."""
+    return not field.required and types.NoneType in typing.get_args(_SAMPLE_TYPES[field.name])
+
+
+def field_column(field: fields.FieldDescription) -> Column[Any]:
+    return Column(field.name, column_type(field), nullable=nullable(field))
+
 
 samples = Table(
     "samples",
     metadata,
     Column("miner_id", String(64), primary_key=True),
     Column("ts_ms", BigInteger, primary_key=True),
-    Column("hashrate_ths", Float, nullable=False),
-    Column("expected_hashrate_ths", Float),
-    Column("power_w", Float),
-    Column("efficiency_jth", Float),
-    Column("temp_c", Float),
-    Column("vr_temp_c", Float),
-    Column("fan_rpm", JSON, nullable=False),
-    Column("shares_accepted", BigInteger),
-    Column("shares_rejected", BigInteger),
-    Column("best_diff", Float),
-    Column("uptime_s", BigInteger),
-    Column("pool_url", Text),
-    Column("is_mining", Boolean, nullable=False),
+    *(field_column(field) for field in fields.SAMPLE_FIELDS),
     sqlite_with_rowid=False,
 )
 
@@ -114,11 +138,9 @@ Index("ix_alert_events_ts", alert_events.c.ts_ms)
 Index("ix_alert_events_miner_ts", alert_events.c.miner_id, alert_events.c.ts_ms)
 
 #: Gauges a rollup keeps as ``{name}_sum``, ``{name}_n`` (non-null count), ``_min``, ``_max``.
-ROLLUP_METRICS = ("hashrate_ths", "power_w", "temp_c", "vr_temp_c")
+ROLLUP_METRICS: tuple[str, ...] = fields.ROLLUP_MEAN
 #: Fields a rollup keeps as the value of its newest sample (counters and settings).
-ROLLUP_LAST = ("expected_hashrate_ths", "fan_rpm", "shares_accepted", "shares_rejected",
-               "best_diff", "uptime_s", "pool_url", "is_mining")
-
+ROLLUP_LAST: tuple[str, ...] = fields.ROLLUP_LAST
 
 def _rollup_table(name: str) -> Table:
     metrics = [
@@ -161,7 +183,8 @@ class Resolution:
 
 ROLLUPS = (Resolution("1m", 60_000, rollups_1m), Resolution("1h", 3_600_000, rollups_1h))
 
-SAMPLE_FIELDS = tuple(c.name for c in samples.columns if c.name not in ("miner_id", "ts_ms"))
+#: The measured fields, in column order (every column of ``samples`` but its key).
+SAMPLE_FIELDS: tuple[str, ...] = fields.FIELD_NAMES
 
 
 def miner_ids_cte(table: Table, name: str = "miner_ids") -> Any:
@@ -189,18 +212,18 @@ def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def sample_row(sample: Sample) -> dict[str, object]:
+def sample_row(sample: Sample) -> dict[str, Any]:
     row = msgspec.structs.asdict(sample)
     del row["schema"], row["ts"]
     row["ts_ms"] = ts_to_ms(sample.ts)
     return row
 
 
-def info_row(info: MinerInfo) -> dict[str, object]:
+def info_row(info: MinerInfo) -> dict[str, Any]:
     return msgspec.structs.asdict(info)
 
 
-def status_row(miner_id: str, status: MinerStatus) -> dict[str, object]:
+def status_row(miner_id: str, status: MinerStatus) -> dict[str, Any]:
     return {
         "miner_id": miner_id,
         "state": status.state,
@@ -211,7 +234,7 @@ def status_row(miner_id: str, status: MinerStatus) -> dict[str, object]:
     }
 
 
-def alert_row(alert: AlertEvent) -> dict[str, object]:
+def alert_row(alert: AlertEvent) -> dict[str, Any]:
     row = msgspec.structs.asdict(alert)
     row["ts_ms"] = ts_to_ms(row.pop("ts"))
     return row
@@ -236,8 +259,8 @@ def async_url(url: str) -> str:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
     # WAL lets the api read while the store writes; NORMAL is durable across app crashes.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -266,3 +289,15 @@ def create_engine(url: str) -> AsyncEngine:
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+
+
+async def reopen(engine: AsyncEngine) -> None:
+    """Close the engine's pooled connections, so the next use opens the database afresh.
+
+    After an error: a pooled connection keeps the database as it was opened (a SQLite
+    file opened read-only stays read-only once the file is writable again), or may be
+    dead. Connections in use elsewhere are closed when they are returned. Never raises:
+    closing a broken connection may fail too, and it is gone either way.
+    """
+    with contextlib.suppress(Exception):
+        await engine.dispose()

@@ -46,6 +46,10 @@ log = logging.getLogger("minerwatch.alerts")
 #: would otherwise make every later sample of that miner look old.
 MAX_FUTURE_S = 300.0
 
+#: Unacknowledged messages the broker may have out to us (each is acknowledged once
+#: handled): a flood waits at the broker, not in this process.
+RECEIVE_MAXIMUM = 100
+
 #: The reject kind of a message whose handling raised what nothing foresaw.
 UNHANDLED = "unhandled"
 
@@ -59,7 +63,7 @@ class AlertService:
         self.notifier = Notifier(
             config.alerts.notify, config.alerts.rules, timeout_s=notify_timeout_s
         )
-        self.link = MqttLink(config.mqtt, SERVICE)
+        self.link = MqttLink(config.mqtt, SERVICE, receive_maximum=RECEIVE_MAXIMUM)
         self.rejects = RejectLog(log)
         #: Set once the first session has subscribed (tests and health checks wait on it).
         self.subscribed = asyncio.Event()

@@ -51,8 +51,6 @@ from minerwatch.shared.config import MqttConfig
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Payload, Rejected, decode_message
 from minerwatch.shared.mqtt import MqttClient, MqttLink
-from minerwatch.shared.mqtt.aio import AiomqttClient
-from minerwatch.shared.mqtt.client import Client
 from minerwatch.shared.rejects import RejectLog
 from minerwatch.shared.topics import FilterError, filter_matches
 from minerwatch.shared.topics import check_filter as check_mqtt_filter
@@ -84,7 +82,6 @@ __all__ = [
     "RECEIVE_MAXIMUM",
     "FilterError",
     "Relay",
-    "RelayLink",
     "Subscriber",
     "TopicFilter",
     "check_filter",
@@ -126,20 +123,6 @@ def check_filter(base: str, text: object) -> TopicFilter:
     if levels[0] != base:
         raise FilterError(f"{text!r} is outside {base}/#: only topics under {base}/ are relayed")
     return TopicFilter(text, tuple(levels))
-
-
-class RelayLink(MqttLink):
-    """The relay's link: the lean client, so that a flood of junk on ``{base}/#`` is read
-    at tens of thousands of messages a second (aiomqtt: about 1,500 here) and valid messages
-    are not held up behind it; with a Receive Maximum, so that what waits in the client
-    for the relay is bounded (without one the broker may send 65,535 unacknowledged
-    messages, and Mosquitto sends them as fast as it can)."""
-
-    def _client(self) -> Client | AiomqttClient:
-        client = super()._client()
-        if isinstance(client, Client):
-            client.receive_maximum = RECEIVE_MAXIMUM
-        return client
 
 
 class Subscriber:
@@ -209,7 +192,9 @@ class Relay:
                  max_cached_topics: int = MAX_CACHED_TOPICS,
                  max_cached_bytes: int = MAX_CACHED_BYTES) -> None:
         self.base = config.base_topic
-        self.link = RelayLink(config, "api", lean=True)
+        # A Receive Maximum bounds what waits in the api for the relay: a flood of junk on
+        # {base}/# waits at the broker instead (without one Mosquitto sends as fast as it can).
+        self.link = MqttLink(config, "api", receive_maximum=RECEIVE_MAXIMUM)
         self.backlog_limit = backlog_limit
         self.max_cached_topics = max_cached_topics
         self.max_cached_bytes = max_cached_bytes

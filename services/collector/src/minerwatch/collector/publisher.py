@@ -1,7 +1,7 @@
 """From the outbox to the broker: a pipelined publishing session over ``MqttClient``.
 
 ``Publisher.session`` is what ``MqttLink.run`` calls with each connected client (the lean
-one: ``MqttLink(config.mqtt, "collector", lean=True)``). It first queues the fleet's
+one: ``MqttLink(config.mqtt, "collector")``). It first queues the fleet's
 current info and status again (``republish``, after what is queued: a broker that lost its
 retained messages is whole after one reconnect), then hands messages to the client with
 ``publish_nowait``, up to ``max_inflight`` unsettled at once and never more than the

@@ -50,7 +50,7 @@ class Collector:
         self.publisher = Publisher(self.outbox, config.mqtt.base_topic,
                                    republish=self.fleet.retained)
         # The lean client: pipelined publishing at the broker's Receive Maximum.
-        self.link = MqttLink(config.mqtt, "collector", lean=True)
+        self.link = MqttLink(config.mqtt, "collector")
 
     async def run(self) -> None:
         """Run until cancelled (SIGTERM/SIGINT through ``run_service``)."""

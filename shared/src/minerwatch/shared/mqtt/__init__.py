@@ -1,4 +1,4 @@
-"""minerwatch's MQTT: one client interface, two clients behind it, one reconnecting link.
+"""minerwatch's MQTT: one client interface, one client behind it, one reconnecting link.
 
 Start here:
 
@@ -9,15 +9,14 @@ Start here:
 - ``link``: ``MqttLink`` and ``PersistentLink``, which connect, announce the service
   ``online``, run the session, reconnect with backoff, and make sure a service whose
   session dies, stops or is killed is seen ``offline``.
-- ``client``: the lean MQTT v5 client (the store's acknowledged ingest, the collector's
-  pipelined publishing); ``packets``: its codec, pure functions over bytes.
-- ``aio``: the same interface over aiomqtt (alerts, api).
+- ``client``: the lean MQTT v5 client every service runs on (the store's acknowledged
+  ingest, the collector's pipelined publishing, flow control for alerts and api; why not
+  aiomqtt: docs/decisions/0003); ``packets``: its codec, pure functions over bytes.
 
 A service writes ``async def session(client: MqttClient) -> None`` and runs
 ``await MqttLink(config.mqtt, "name").run(session)``.
 """
 
-from minerwatch.shared.mqtt.aio import AiomqttClient
 from minerwatch.shared.mqtt.client import Client
 from minerwatch.shared.mqtt.link import (
     MAX_PACKET_SIZE,
@@ -33,7 +32,6 @@ from minerwatch.shared.mqtt.protocol import BrokerLimitError, Delivery, MqttClie
 __all__ = [
     "MAX_PACKET_SIZE",
     "AckingSession",
-    "AiomqttClient",
     "BrokerLimitError",
     "Client",
     "Delivery",

@@ -6,10 +6,10 @@
 and, when the session ends, decides:
 
 - it raised (anything: a lost connection, a refused request, a bug): the service is made
-  ``offline`` at once (the lean client asks the broker for its Will with DISCONNECT 0x04,
-  the aiomqtt one publishes ``offline`` itself; a connection that is gone already left the
-  broker to publish the Will), the exception is logged (an MQTT one as one warning line,
-  anything else as an error with its traceback), and after a backoff with jitter the
+  ``offline`` at once (the client asks the broker for its Will with DISCONNECT 0x04; a
+  connection that is gone already left the broker to publish the Will), the exception
+  is logged (an MQTT one as one warning line, anything else as an error with its
+  traceback), and after a backoff with jitter the
   session runs again on a new connection. The backoff restarts after a connection that
   lasted longer than the longest delay, so a session that fails at once every time is
   retried ever more slowly, up to ``reconnect_max_s``;
@@ -20,16 +20,15 @@ and, when the session ends, decides:
 A service killed outright (SIGKILL, power) is made ``offline`` by the broker's Will: at
 once when the socket closes, within 1.5 keep-alives when the host vanished.
 
-Which client a session gets:
+Every link runs on the lean ``client.Client`` (docs/decisions/0003):
 
-- ``MqttLink(config, "alerts")``: aiomqtt through ``aio.AiomqttClient``;
-- ``MqttLink(config, "collector", lean=True)``: the lean ``client.Client`` (pipelined
-  ``publish_nowait``, the broker's limits honoured);
-- ``PersistentLink(config, "store", client_id=..., receive_maximum=...)``: the lean client
-  with a fixed client id and a session the broker keeps, acknowledgement by the service
-  once a message is safe, and a receive maximum. The broker then keeps what is not
-  acknowledged, redelivers it after a crash, and sends no more than ``receive_maximum``
-  unacknowledged QoS 1 messages at a time (MQTT v5 flow control).
+- ``MqttLink(config, "collector")``: a fresh session per connection; pipelined
+  ``publish_nowait`` within the broker's Receive Maximum. A subscriber passes
+  ``receive_maximum=N`` and acknowledges each message once handled (``client.ack``): the
+  broker then has at most N messages out to it, and the rest waits at the broker;
+- ``PersistentLink(config, "store", client_id=..., receive_maximum=...)``: the same with a
+  fixed client id and a session the broker keeps, so what was not acknowledged (committed)
+  when the service died is delivered again.
 
 ``link.connected`` is for health checks: whether a session's connection is up now.
 """
@@ -41,12 +40,10 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
 
 from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.config import MqttConfig, parse_mqtt_url
 from minerwatch.shared.errors import one_line
-from minerwatch.shared.mqtt.aio import AiomqttClient
 from minerwatch.shared.mqtt.client import Client
 from minerwatch.shared.mqtt.packets import Will
 from minerwatch.shared.mqtt.protocol import MqttClient, MqttError
@@ -59,14 +56,11 @@ Session = Callable[[MqttClient], Awaitable[None]]
 #: What a ``PersistentLink`` runs on each connection: the lean client itself.
 AckingSession = Callable[[Client], Awaitable[None]]
 
-#: The largest message a lean link takes; the broker drops larger ones for it.
+#: The largest message a link takes; the broker drops larger ones for it.
 #: Every payload of ours is a few KB at most.
 MAX_PACKET_SIZE = 1 << 20
 #: How long announcing ``offline`` on the way out may take.
 OFFLINE_WAIT_S = 2.0
-
-ClientT = TypeVar("ClientT", bound=Client | AiomqttClient)
-
 
 async def publish(
     client: MqttClient, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True
@@ -74,8 +68,8 @@ async def publish(
     """``client.publish``, retained by default, that never swallows a cancellation.
 
     On Python 3.11, ``asyncio.wait_for`` drops a cancel that lands as the awaited result
-    arrives, which would leave a SIGTERMed service running. Both clients are safe from
-    that now; this stays for the sessions that call it.
+    arrives, which would leave a SIGTERMed service running. The client is safe from that
+    now; this stays for the sessions that call it.
     """
     await client.publish(topic, payload, qos=qos, retain=retain)
     task = asyncio.current_task()
@@ -83,8 +77,8 @@ async def publish(
         raise asyncio.CancelledError
 
 
-class _Link(Generic[ClientT]):
-    """The loop itself; the subclasses say which client each connection gets."""
+class _Link:
+    """The loop itself; the subclasses say how each connection's client is set up."""
 
     def __init__(self, config: MqttConfig, service: str, *,
                  client_id: str | None = None) -> None:
@@ -95,7 +89,7 @@ class _Link(Generic[ClientT]):
         self.client_id = client_id
         self.status_topic = service_status_topic(self.base, service)
         self.will = Will(self.status_topic, b"offline", qos=1, retain=True)
-        self._current: ClientT | None = None
+        self._current: Client | None = None
 
     @property
     def connected(self) -> bool:
@@ -105,11 +99,11 @@ class _Link(Generic[ClientT]):
     def _tls(self) -> ssl.SSLContext | None:
         return ssl.create_default_context() if self.address.tls else None
 
-    def _client(self) -> ClientT:
+    def _client(self) -> Client:
         """A new, unconnected client, used as ``async with``."""
         raise NotImplementedError
 
-    async def run(self, session: Callable[[ClientT], Awaitable[None]]) -> None:
+    async def run(self, session: Callable[[Client], Awaitable[None]]) -> None:
         """Keep ``session`` running until it returns or the task is cancelled."""
         config = self.config
         next_delay = backoff_delays(config.reconnect_min_s, config.reconnect_max_s)
@@ -154,7 +148,7 @@ class _Link(Generic[ClientT]):
                           exc_info=error)
             await asyncio.sleep(delay)
 
-    async def _say_offline(self, client: ClientT) -> None:
+    async def _say_offline(self, client: Client) -> None:
         try:
             async with asyncio.timeout(OFFLINE_WAIT_S):
                 await client.publish(self.status_topic, b"offline", qos=1, retain=True)
@@ -162,30 +156,30 @@ class _Link(Generic[ClientT]):
             pass  # the connection is gone: the broker publishes the Will instead
 
 
-class MqttLink(_Link[Client | AiomqttClient]):
-    """A service's connection to the broker: aiomqtt, or the lean client with
-    ``lean=True`` (pipelined publishing: ``publish_nowait``, ``send_quota``)."""
+class MqttLink(_Link):
+    """A service's connection to the broker: a new session on each connection.
+
+    ``receive_maximum``: for a subscriber that acknowledges each message once handled,
+    the most unacknowledged messages the broker may have out to it (MQTT v5 flow control;
+    without it the broker sends as fast as it can and a flood waits in this process).
+    """
 
     def __init__(self, config: MqttConfig, service: str, *, client_id: str | None = None,
-                 lean: bool = False) -> None:
+                 receive_maximum: int | None = None) -> None:
         super().__init__(config, service, client_id=client_id)
-        self.lean = lean
+        self.receive_maximum = receive_maximum
 
-    def _client(self) -> Client | AiomqttClient:
+    def _client(self) -> Client:
         address = self.address
-        if self.lean:
-            return Client(
-                address.host, address.port, client_id=self.client_id,
-                username=address.username, password=address.password,
-                tls_context=self._tls(), keepalive_s=self.config.keepalive_s,
-                clean_start=True, will=self.will, max_packet_size=MAX_PACKET_SIZE)
-        return AiomqttClient(
+        return Client(
             address.host, address.port, client_id=self.client_id,
             username=address.username, password=address.password,
-            tls_context=self._tls(), keepalive_s=self.config.keepalive_s, will=self.will)
+            tls_context=self._tls(), keepalive_s=self.config.keepalive_s,
+            clean_start=True, receive_maximum=self.receive_maximum, will=self.will,
+            max_packet_size=MAX_PACKET_SIZE)
 
 
-class PersistentLink(_Link[Client]):
+class PersistentLink(_Link):
     """The link of a subscriber that must not lose a message (the store).
 
     A fixed client id and a session the broker keeps for ``session_expiry_s`` while the

@@ -1,14 +1,12 @@
 """The one client interface every service's MQTT session is written against.
 
 A session is ``async def session(client: MqttClient) -> None``; ``MqttLink.run`` calls it
-with a connected client and calls it again on every reconnect (see ``link``). Two classes
-satisfy the interface, and a session never needs to know which one it has:
+with a connected client and calls it again on every reconnect (see ``link``).
+``client.Client``, minerwatch's lean MQTT v5 client, is what every link runs on; sessions
+are typed against this interface so that what they may rely on is written down once (and
+a test can hand them something else).
 
-- ``client.Client``, minerwatch's lean MQTT v5 client: the store's acknowledged ingest
-  (``PersistentLink``) and the collector's pipelined publishing (``MqttLink(lean=True)``);
-- ``aio.AiomqttClient``, the same over aiomqtt: alerts and api (``MqttLink()``).
-
-What the interface promises, whichever client is behind it:
+What the interface promises:
 
 - QoS 0 and 1 only. Subscribing at QoS 2 raises ``ValueError`` before anything is sent.
 - ``publish`` waits for the PUBACK; ``publish_nowait`` does not: it returns a ``Delivery``
