@@ -57,9 +57,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from minerwatch.api.history import SampleWindow, list_miners, miner_samples
 from minerwatch.shared import db
 from minerwatch.shared.config import StoreConfig
+from minerwatch.shared.messages import Rejected
 from minerwatch.shared.mqtt import client as mqtt_client
 from minerwatch.shared.schemas import Sample, encode, format_ts
-from minerwatch.store.ingest import Row, SampleRow, Writer, route
+from minerwatch.store.routing import Row, SampleRow, route
+from minerwatch.store.writer import Writer
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MINERS = 1000
@@ -308,8 +310,11 @@ async def cost_split(workdir: Path) -> dict[str, float]:
     (decode, validate) and writing (insert, rollups, commit) into SQLite."""
     messages = stream(RUNS)
     started = time.perf_counter()
-    rows = [route(BASE, topic, payload) for topic, payload in messages]
+    routed_messages = [route(BASE, topic, payload) for topic, payload in messages]
     routed = time.perf_counter()
+    rows = [row for row in routed_messages if not isinstance(row, Rejected)]
+    if len(rows) != len(messages):
+        raise SystemExit("the store refused samples of the bench stream")
     batch = StoreConfig().batch_size
     async with database("sqlite", workdir) as (_url, engine):
         writer = Writer(engine, batch_size=batch, interval_s=3600)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
-from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample
+from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerState, MinerStatus, Sample
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -49,12 +51,12 @@ def info(miner_id: str = "rig-1", **fields: Any) -> MinerInfo:
     return MinerInfo(miner_id=miner_id, **values)
 
 
-def status(state: str = "online", since: str = "2026-11-22T09:00:00.000Z", **fields: Any
+def status(state: MinerState = "online", since: str = "2026-11-22T09:00:00.000Z", **fields: Any
            ) -> MinerStatus:
     values: dict[str, Any] = {"reason": None, "last_seen": "2026-11-22T10:00:00.000Z",
                               "failures": 0}
     values.update(fields)
-    return MinerStatus(state=state, since=since, **values)  # type: ignore[arg-type]
+    return MinerStatus(state=state, since=since, **values)
 
 
 def alert(miner_id: str = "rig-1", rule: str = "overheat", **fields: Any) -> AlertEvent:
@@ -78,6 +80,58 @@ class Payloads:
 @pytest.fixture
 def make() -> Payloads:
     return Payloads()
+
+
+#: Payloads that each once ended a service's consume loop (issue 8), and their kin.
+HOSTILE_PAYLOADS: tuple[bytes, ...] = (
+    b'{"schema": 1, "miner_id": "rig-1", "x": "\xed\xa0\x80"}',  # a UTF-8 surrogate
+    b"[" * 5000 + b"]" * 5000,
+    b'{"schema": 1, "miner_id": "rig-1", "extra": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    b'{"hashrate_ths": 1e999, "miner_id": "rig-1", "ts": "2026-11-22T10:00:00.000Z"}',
+    b"\x00" * 100,
+    b"{" * 100_000,
+)
+
+
+@pytest.fixture
+def hostile() -> tuple[bytes, ...]:
+    return HOSTILE_PAYLOADS
+
+
+class ReadOnly:
+    """Makes files read-only in a way that holds for root too, whom file modes do not
+    stop: immutable (``chattr +i``) when running as root, mode 0444 otherwise. Either way
+    SQLite's read-write open fails and it falls back to opening the file read-only."""
+
+    def __init__(self) -> None:
+        self.locked: list[Path] = []
+
+    def lock(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "+i", str(path)], check=True)
+        else:
+            path.chmod(0o444)
+        self.locked.append(path)
+        # what every test using this relies on: opening for writing really fails
+        with pytest.raises(PermissionError):
+            os.close(os.open(path, os.O_RDWR))
+
+    def unlock(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o644)
+        self.locked.remove(path)
+        os.close(os.open(path, os.O_RDWR))
+
+
+@pytest.fixture
+def read_only() -> Iterator[ReadOnly]:
+    """``lock(path)``/``unlock(path)``; what a test leaves locked is unlocked after it
+    (an immutable file could not even be deleted)."""
+    files = ReadOnly()
+    yield files
+    for path in list(files.locked):
+        files.unlock(path)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import logging
 import os
 import shutil
 import signal
@@ -24,12 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from minerwatch.shared import db
 from minerwatch.shared.config import Config, MqttConfig, StoreConfig
 from minerwatch.shared.mqtt import MAX_PACKET_SIZE
+from minerwatch.shared.rejects import RejectLog
 from minerwatch.shared.schemas import encode
-from minerwatch.store.__main__ import mqtt_session, receive_window, store_link
-from minerwatch.store.ingest import Rejects, Writer
+from minerwatch.store import consumer
+from minerwatch.store.consumer import mqtt_session, receive_window, store_link
 from minerwatch.store.retention import Horizon
+from minerwatch.store.writer import Writer
 
 STORE_BIN = Path(sys.executable).parent / "minerwatch-store"
+STORE_LOG = logging.getLogger("minerwatch.store")
 DEV_CONF = Path(__file__).resolve().parents[3] / "mosquitto" / "dev.conf"
 T0_MS = 1795341600000  # 2026-11-22T10:00:00.000Z
 
@@ -97,14 +101,14 @@ def store_config(broker: Any, base_topic: str, client_id: str, **store: Any) -> 
 
 @contextlib.asynccontextmanager
 async def running_store(
-    engine: AsyncEngine, config: Config, **session: Any
+    engine: AsyncEngine, config: Config, rejects: RejectLog | None = None, **session: Any
 ) -> AsyncIterator[Writer]:
     """The store's writer and MQTT link in this process, stopped (like SIGTERM) on exit."""
     store = config.store
     async with Writer(engine, batch_size=store.batch_size,
                       interval_s=store.batch_interval_s) as writer:
-        handler = mqtt_session(config.mqtt.base_topic, writer, Rejects(), group=store.group,
-                               **session)
+        handler = mqtt_session(config.mqtt.base_topic, writer, rejects or RejectLog(STORE_LOG),
+                               group=store.group, **session)
         link = asyncio.create_task(store_link(config).run(handler))
         try:
             yield writer
@@ -427,3 +431,102 @@ async def test_the_dev_broker_keeps_a_stopped_stores_messages_even_across_its_re
     async with running_store(sqlite_engine, config) as writer:
         await wait_until(lambda: writer.new_samples == len(samples))
     assert await sample_keys(sqlite_engine) == sorted(key for *_, key in samples)
+
+
+async def test_a_message_whose_handling_raises_is_dropped_acknowledged_and_the_rest_stored(
+    sqlite_engine: AsyncEngine, broker: Any, base_topic: str, make: Any,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The consume loop's last resort: an exception from inside handling (a bug routing
+    did not foresee) costs that one message, not its batch, the session or the service."""
+    config = store_config(broker, base_topic, base_topic, batch_size=10,
+                          batch_interval_s=0.02)
+    real_route = consumer.route
+
+    def route_or_raise(base: str, topic: str, payload: bytes, **options: Any) -> Any:
+        if b'"boom"' in payload:
+            raise RuntimeError("a bug nobody foresaw")
+        return real_route(base, topic, payload, **options)
+
+    good = stream(make, miners=2, per_miner=5)
+    boom = make.sample("boom", ts_text(T0_MS))
+    async with publisher(broker) as client:
+        monkeypatch.setattr(consumer, "route", route_or_raise)
+        async with running_store(sqlite_engine, config) as writer:
+            await subscribed(client, writer, base_topic, make)
+            for n, (miner, payload, _key) in enumerate(good):
+                await client.publish(f"{base_topic}/miners/{miner}/sample", payload, qos=1)
+                if n == 4:  # in the middle of a batch
+                    await client.publish(f"{base_topic}/miners/boom/sample", encode(boom),
+                                         qos=1)
+            await wait_until(lambda: writer.new_samples == len(good))
+        assert await sample_keys(sqlite_engine) == sorted(key for *_, key in good)
+        assert any("dropped after an unexpected error (RuntimeError: a bug nobody foresaw)"
+                   in r.getMessage() for r in caplog.records)
+        # the bug fixed, the same session again: a message never acknowledged would come
+        # back now, and be stored
+        monkeypatch.undo()
+        async with running_store(sqlite_engine, config) as again:
+            await subscribed(client, again, base_topic, make)
+            await asyncio.sleep(0.2)
+            assert again.written == 1  # the probe alone
+    assert ("boom", T0_MS) not in await sample_keys(sqlite_engine)
+
+
+async def test_the_count_of_rejected_messages_is_logged_by_a_timer(
+    sqlite_engine: AsyncEngine, broker: Any, base_topic: str, make: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not only when a later bad message arrives: the last window's total is logged at
+    its end, although nothing else comes."""
+    config = store_config(broker, base_topic, base_topic, batch_size=10,
+                          batch_interval_s=0.02)
+    rejects = RejectLog(STORE_LOG, window_s=0.3)
+    good = stream(make, miners=1, per_miner=1)
+    async with publisher(broker) as client, \
+            running_store(sqlite_engine, config, rejects=rejects) as writer:
+        await subscribed(client, writer, base_topic, make)
+        for _ in range(4):
+            await client.publish(f"{base_topic}/miners/rig-0/sample", b"not json", qos=1)
+        await client.publish(f"{base_topic}/miners/rig-0/sample", good[0][1], qos=1)
+        await wait_until(lambda: writer.new_samples == 1)
+        await wait_until(lambda: any("3 more bad sample messages" in r.getMessage()
+                                     for r in caplog.records), timeout=3)
+    assert rejects.counts == {"sample": 4}
+    assert await sample_keys(sqlite_engine) == [good[0][2]]
+
+
+async def test_hostile_payloads_retained_or_not_on_every_topic_leave_every_sample_stored(
+    engine: AsyncEngine, broker: Any, base_topic: str, make: Any, hostile: tuple[bytes, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = store_config(broker, base_topic, base_topic, batch_size=20,
+                          batch_interval_s=0.02)
+    good = stream(make, miners=3, per_miner=len(hostile) * 2)
+    topics = [f"{base_topic}/miners/rig-9/sample", f"{base_topic}/miners/rig-9/status",
+              f"{base_topic}/miners/rig-9/info", f"{base_topic}/alerts/rig-9/overheat"]
+    bad = [(topic, payload) for topic in topics for payload in hostile]
+    async with publisher(broker) as client:
+        async with running_store(engine, config) as writer:
+            await subscribed(client, writer, base_topic, make)
+            for n, (miner, payload, _key) in enumerate(good):
+                await client.publish(f"{base_topic}/miners/{miner}/sample", payload, qos=1)
+                if n < len(bad):
+                    topic, junk = bad[n]
+                    await client.publish(topic, junk, qos=1, retain=n % 2 == 0)
+            await wait_until(lambda: writer.new_samples == len(good))
+            await wait_until(lambda: writer.pending == 0)
+            taken = writer.written
+        assert await sample_keys(engine) == sorted(key for *_, key in good)
+        assert await rollup_totals(engine) == [len(good)] * 2
+        reasons = {r.getMessage().split()[1] for r in caplog.records
+                   if r.getMessage().startswith("bad ")}
+        assert reasons == {"sample", "status", "info", "alert"}
+        # every one was acknowledged: the same session again gets none of them back
+        async with running_store(engine, config) as again:
+            await subscribed(client, again, base_topic, make)
+            await asyncio.sleep(0.2)
+            assert again.written == 1
+        for topic in topics:  # leave no retained junk behind
+            await client.publish(topic, b"", qos=1, retain=True)
+    assert taken == len(good) + 1

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from minerwatch.shared import db
 from minerwatch.shared.config import StoreConfig
 from minerwatch.shared.schemas import encode
-from minerwatch.store.ingest import Writer, route
 from minerwatch.store.retention import Horizon, Retention, cutoff_ms, policy
+from minerwatch.store.routing import SampleRow, route
+from minerwatch.store.writer import Writer
 
 DAY_S = 86400
 NOW_S = 1795341600.0  # 2026-11-22T10:00:00Z
@@ -46,6 +47,7 @@ async def test_each_resolution_keeps_its_days_deleting_in_small_batches(
                 for minute in range(3):  # three 1-minute buckets in one hour
                     sample = make.sample(miner, ts_text(ago(days, minute)))
                     row = route("mw", f"mw/miners/{miner}/sample", encode(sample))
+                    assert isinstance(row, SampleRow)
                     writer.add(row)
     deletes: list[int] = []
 

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
 from minerwatch.shared.schemas import encode
-from minerwatch.store.ingest import Row, Writer, route
+from minerwatch.store.routing import Row, SampleRow, route
 from minerwatch.store.samples import bucket_rows
+from minerwatch.store.writer import Writer
 
 T0 = 1795341600000  # 2026-11-22T10:00:00.000Z, the start of an hour
 
@@ -61,7 +62,7 @@ def sample_row(make: Any, miner_id: str, ts_ms: int, **fields: Any) -> Row:
     ts = db.ms_to_datetime(ts_ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
     row = route("mw", f"mw/miners/{miner_id}/sample", encode(make.sample(miner_id, ts,
                                                                           **fields)))
-    assert row is not None
+    assert isinstance(row, SampleRow)
     return row
 
 

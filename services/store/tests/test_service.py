@@ -24,11 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
 from minerwatch.shared.config import Config, DatabaseConfig, MqttConfig, StoreConfig
+from minerwatch.shared.rejects import RejectLog
 from minerwatch.shared.schemas import encode
-from minerwatch.store.__main__ import mqtt_session, serve, store_link
-from minerwatch.store.ingest import Rejects, Writer
+from minerwatch.store.__main__ import serve
+from minerwatch.store.consumer import mqtt_session, store_link
+from minerwatch.store.writer import Writer
 
 STORE_BIN = Path(sys.executable).parent / "minerwatch-store"
+STORE_LOG = logging.getLogger("minerwatch.store")
 
 
 async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> None:
@@ -217,7 +220,7 @@ async def test_pending_rows_are_flushed_when_the_session_is_cancelled(
     writer = Writer(engine, batch_size=1000, interval_s=60)
     try:
         async with writer:
-            session = mqtt_session(base_topic, writer, Rejects())
+            session = mqtt_session(base_topic, writer, RejectLog(STORE_LOG))
             link = asyncio.create_task(store_link(config).run(session))
             async with publisher(broker) as client:
                 await client.publish(f"{base_topic}/miners/rig-1/info", encode(make.info()),
@@ -334,3 +337,74 @@ async def test_waits_for_a_database_that_is_not_up_yet(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_store_started_on_a_read_only_database_stores_everything_once_writable(
+    config: Config, reader: AsyncEngine, broker: Any, base_topic: str, make: Any,
+    sqlite_url: str, read_only: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    engine = db.create_engine(sqlite_url)
+    await db.create_schema(engine)  # an existing database, as a store left it
+    await engine.dispose()
+    read_only.lock(path)
+    task = asyncio.create_task(serve(config))
+    retained = [make.sample(f"rig-{m}") for m in range(5)]
+    live = [make.sample("rig-0", f"2026-11-22T10:01:{s:02d}.000Z") for s in range(20)]
+
+    def write_failures() -> int:
+        return sum("readonly database" in r.getMessage() for r in caplog.records)
+
+    try:
+        async with publisher(broker) as client:
+            for sample in retained:  # delivered whenever the store subscribes
+                await client.publish(f"{base_topic}/miners/{sample.miner_id}/sample",
+                                     encode(sample), qos=1, retain=True)
+            await wait_until(lambda: write_failures() >= 1)  # subscribed, and refused
+            for sample in live:
+                await client.publish(f"{base_topic}/miners/rig-0/sample", encode(sample),
+                                     qos=1)
+            await asyncio.sleep(0.3)
+            assert await rows(reader, db.samples) == []
+            assert not task.done()
+            read_only.unlock(path)
+
+            async def all_stored() -> bool:
+                return len(await rows(reader, db.samples)) >= len(retained) + len(live)
+
+            await wait_until(all_stored, timeout=20)
+        await asyncio.sleep(0.2)  # a doubled write would show up here
+        keys = [(r["miner_id"], r["ts_ms"]) for r in await rows(reader, db.samples)]
+        base_ms = 1795341600000  # 2026-11-22T10:00:00.000Z
+        assert keys == sorted([(f"rig-{m}", base_ms + 123) for m in range(5)]
+                              + [("rig-0", base_ms + 60_000 + s * 1000) for s in range(20)])
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_writer_that_dies_of_a_bug_stops_the_store_and_it_shows_offline(
+        config: Config, broker: Any, make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a database outage (those are retried) but a bug in writing: the store must not
+    go on taking messages that nothing writes while its status says online."""
+    from minerwatch.store import writer as writer_module
+
+    async def broken(*args: object) -> int:
+        raise TypeError("a bug in the SQL code")
+
+    monkeypatch.setattr(writer_module, "write_rows", broken)
+    base = config.mqtt.base_topic
+    async with publisher(broker) as client:  # retained: there before the store subscribes
+        await client.publish(f"{base}/miners/rig-9/sample", encode(make.sample("rig-9")),
+                             qos=1, retain=True)
+    task = asyncio.create_task(serve(config))
+    async with asyncio.timeout(15):
+        with pytest.raises(TypeError, match="a bug in the SQL code"):
+            await task
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.subscribe(f"{base}/services/store/status")
+        async with asyncio.timeout(5):
+            message = await anext(aiter(client.messages))
+    assert message.payload == b"offline"

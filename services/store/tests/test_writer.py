@@ -16,8 +16,10 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
+from minerwatch.shared.messages import Rejected
 from minerwatch.shared.schemas import encode
-from minerwatch.store.ingest import Row, SampleRow, Writer, route
+from minerwatch.store.routing import Row, SampleRow, route
+from minerwatch.store.writer import Writer
 
 BASE = "mw"
 
@@ -27,14 +29,14 @@ def rows_of(make: Any, count: int, miner_id: str = "rig-1") -> list[Row]:
     for i in range(count):
         ts = f"2026-11-22T10:{i // 60:02d}:{i % 60:02d}.000Z"
         row = route(BASE, f"mw/miners/{miner_id}/sample", encode(make.sample(miner_id, ts)))
-        assert row is not None
+        assert isinstance(row, SampleRow)
         rows.append(row)
     return rows
 
 
 def one(make: Any, topic: str, message: Any) -> Row:
     row = route(BASE, topic, encode(message))
-    assert row is not None
+    assert row is not None and not isinstance(row, Rejected)
     return row
 
 
@@ -267,3 +269,26 @@ async def test_stop_interrupts_a_long_retry_wait(
         assert time.monotonic() - started < 2
     finally:
         await engine.dispose()
+
+
+async def test_a_database_read_only_when_opened_is_written_once_it_is_writable(
+    sqlite_url: str, sqlite_engine: AsyncEngine, read_only: Any, make: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection opened while the file was read-only stays read-only: the writer opens
+    the database again after a failed write instead of retrying on it forever."""
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    await sqlite_engine.dispose()  # the next connection is opened on the read-only file
+    read_only.lock(path)
+    rows = rows_of(make, 5)
+    async with Writer(sqlite_engine, batch_size=100, interval_s=0.02,
+                      retry_min_s=0.02, retry_max_s=0.05) as writer:
+        for row in rows:
+            writer.add(row)
+        await wait_until(lambda: sum("readonly database" in r.getMessage()
+                                     for r in caplog.records) >= 3)
+        assert writer.pending == 5
+        read_only.unlock(path)
+        await wait_until(lambda: writer.pending == 0)
+    assert await select_all(sqlite_engine, db.samples) == [r.values for r in rows]
+    assert await count(sqlite_engine, db.rollups_1m) == 1

@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from minerwatch.shared.config import Config, ConfigError, load_config
+from minerwatch.shared.errors import one_line
 
 Main = Callable[[Config], Coroutine[Any, Any, None]]
 
@@ -79,8 +80,22 @@ def run_service(name: str, main: Main) -> None:
         config = load_config()
     except ConfigError as exc:
         fail(program, f"config: {exc}")
+    logger = logging.getLogger(f"minerwatch.{name}")
     try:
         asyncio.run(run_until_signalled(main(config)))
     except ConfigError as exc:  # raised by checks that need the running service (e.g. DB URL)
         fail(program, f"config: {exc}")
-    logging.getLogger(f"minerwatch.{name}").info("%s stopped", program)
+    except Exception as exc:
+        # A bug nothing caught: say so (traceback in the log, one line on stderr) and exit 1
+        # so a supervisor restarts us; the broker already shows the service offline.
+        cause = _first_cause(exc)
+        logger.critical("%s stopped by an error", program, exc_info=exc)
+        fail(program, f"stopped by an error: {type(cause).__name__}: {one_line(cause)}", 1)
+    logger.info("%s stopped", program)
+
+
+def _first_cause(error: BaseException) -> BaseException:
+    """The error inside a task group's ExceptionGroup, which says nothing by itself."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.shared import db
 from minerwatch.shared.config import StoreConfig
+from minerwatch.shared.errors import one_line
 
 log = logging.getLogger("minerwatch.store")
 
@@ -133,14 +134,15 @@ class Retention:
 
     async def run(self) -> None:
         """A pass now and every ``interval_s``; a failed pass is logged and tried again at
-        the next interval (retention is never a reason to stop storing)."""
+        the next interval, on the database opened afresh (retention is never a reason to
+        stop storing)."""
         while True:
             try:
                 deleted = await self.run_once()
             except Exception as exc:
-                reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
                 log.warning("retention pass failed (%s); next try in %.0f s",
-                            reason, self.interval_s)
+                            one_line(exc), self.interval_s)
+                await db.reopen(self.engine)
             else:
                 if any(deleted.values()):
                     log.info("retention deleted %s", ", ".join(

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Table, Text, bindparam, case, cast, func, select
+from sqlalchemy import JSON, ColumnElement, Table, Text, bindparam, case, cast, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,17 +39,45 @@ _sample_key = itemgetter("miner_id", "ts_ms")
 # --- rollup arithmetic (pure) --------------------------------------------------------
 
 
-def _new_bucket(sample: Values, bucket_ms: int) -> Values:
-    row: Values = {"miner_id": sample["miner_id"], "bucket_ms": bucket_ms, "samples": 0,
+def _first_bucket(sample: Values, bucket_ms: int) -> Values:
+    """The bucket of one sample: most buckets of a batch hold a single sample (each
+    miner sends one every few seconds), so it is built from it directly."""
+    row: Values = {"miner_id": sample["miner_id"], "bucket_ms": bucket_ms, "samples": 1,
                    "last_ts_ms": sample["ts_ms"]}
-    for _metric, total, count, low, high in _METRIC_COLUMNS:
-        row[total] = 0.0
-        row[count] = 0
-        row[low] = None
-        row[high] = None
+    for metric, total, count, low, high in _METRIC_COLUMNS:
+        value = sample[metric]
+        if value is None:
+            row[total] = 0.0
+            row[count] = 0
+            row[low] = None
+            row[high] = None
+        else:
+            row[total] = 0.0 + value
+            row[count] = 1
+            row[low] = value
+            row[high] = value
     for name in db.ROLLUP_LAST:
         row[name] = sample[name]
     return row
+
+
+def _add_to_bucket(row: Values, sample: Values) -> None:
+    row["samples"] += 1
+    for metric, total, count, low, high in _METRIC_COLUMNS:
+        value = sample[metric]
+        if value is None:
+            continue
+        row[total] += value
+        row[count] += 1
+        if row[low] is None or value < row[low]:
+            row[low] = value
+        if row[high] is None or value > row[high]:
+            row[high] = value
+    ts = sample["ts_ms"]
+    if ts > row["last_ts_ms"]:
+        row["last_ts_ms"] = ts
+        for name in db.ROLLUP_LAST:
+            row[name] = sample[name]
 
 
 def bucket_rows(new_samples: Iterable[Values], step_ms: int) -> list[Values]:
@@ -59,22 +88,9 @@ def bucket_rows(new_samples: Iterable[Values], step_ms: int) -> list[Values]:
         key = (sample["miner_id"], ts - ts % step_ms)
         row = buckets.get(key)
         if row is None:
-            row = buckets[key] = _new_bucket(sample, key[1])
-        row["samples"] += 1
-        for metric, total, count, low, high in _METRIC_COLUMNS:
-            value = sample[metric]
-            if value is None:
-                continue
-            row[total] += value
-            row[count] += 1
-            if row[low] is None or value < row[low]:
-                row[low] = value
-            if row[high] is None or value > row[high]:
-                row[high] = value
-        if ts > row["last_ts_ms"]:
-            row["last_ts_ms"] = ts
-            for name in db.ROLLUP_LAST:
-                row[name] = sample[name]
+            buckets[key] = _first_bucket(sample, key[1])
+        else:
+            _add_to_bucket(row, sample)
     return [buckets[key] for key in sorted(buckets)]
 
 
@@ -89,6 +105,7 @@ def _unnest_source(table: Table) -> Any:
     """``SELECT unnest(:col1), unnest(:col2), ...``: one array parameter per column."""
     columns = []
     for column in table.columns:
+        value: ColumnElement[Any]
         if isinstance(column.type, JSON):  # sent as text, parsed by the server
             value = cast(func.unnest(bindparam(column.name, type_=postgresql.ARRAY(Text))),
                          column.type)
@@ -172,7 +189,7 @@ async def _insert_samples(conn: AsyncConnection, rows: Sequence[Values]) -> list
     inserted: list[Any] = []
     for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
         chunk = rows[start:start + _SQLITE_ROWS_PER_INSERT]
-        flat = tuple(v for values in _row_tuples(names, json_columns, chunk) for v in values)
+        flat = tuple(chain.from_iterable(_row_tuples(names, json_columns, chunk)))
         result = await conn.exec_driver_sql(_sqlite_sample_insert(len(chunk)), flat)
         inserted.extend(result.all())
     return inserted

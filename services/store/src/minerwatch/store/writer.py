@@ -1,10 +1,11 @@
-"""From MQTT messages to database rows, and the batching writer that stores them.
+"""Rows to the database: the engine, the batching writer, its SQL and its retries.
 
-``route`` turns one (topic, payload) into one typed row or raises ``BadMessage`` with a
-one-line reason; it does no I/O. ``Rejects`` counts bad messages and logs them without
-flooding. ``Writer`` collects rows and writes them in one transaction per flush, by size
-and by time, retrying (and keeping the rows) while the database is away. Each row may
-carry an acknowledgement, called once the transaction holding the row is committed.
+``Writer`` collects rows and writes them in one transaction per flush, by size and by
+time, retrying (and keeping the rows) while the database is away. Each row may carry an
+acknowledgement, called once the transaction holding the row is committed. After a
+failed write the engine's pooled connections are dropped, so the retry opens the
+database afresh: a connection opened while the file was read-only (or to a server that
+has since failed over) would otherwise be reused, and fail, forever.
 
 Every write is idempotent (insert-or-ignore on natural keys, upserts of the latest
 values, rollups fed only by samples that were new), so writing a batch twice after an
@@ -14,210 +15,94 @@ uncertain commit, or a message the broker delivers twice, does no harm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
-import msgspec
-from sqlalchemy import BigInteger, Integer, Table
+from sqlalchemy import Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from minerwatch.shared import db
 from minerwatch.shared.backoff import backoff_delays
-from minerwatch.shared.schemas import (
-    SCHEMA_VERSION,
-    AlertEvent,
-    MinerInfo,
-    MinerStatus,
-    Sample,
-    decode,
-)
-from minerwatch.shared.topics import ParsedTopic, parse_topic
+from minerwatch.shared.config import ConfigError
+from minerwatch.shared.errors import one_line
+from minerwatch.store.routing import AlertRow, InfoRow, Row, SampleRow, StatusRow, Values
 from minerwatch.store.samples import write_samples
 
 log = logging.getLogger("minerwatch.store")
 
-Values = dict[str, Any]
+# --- the database --------------------------------------------------------------------
 
 
-# --- routing: topic + payload -> row -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SampleRow:
-    values: Values
-
-
-@dataclass(frozen=True, slots=True)
-class InfoRow:
-    values: Values
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRow:
-    values: Values
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    values: Values
-
-
-Row = SampleRow | InfoRow | StatusRow | AlertRow
-
-
-class BadMessage(ValueError):
-    """A message the store cannot take; ``kind`` is the topic kind it arrived on."""
-
-    def __init__(self, kind: str, topic: str, reason: str) -> None:
-        self.kind = kind
-        self.topic = topic
-        self.reason = " ".join(reason.split())  # always one line
-        super().__init__(f"{topic}: {self.reason}")
-
-
-def subscriptions(base: str) -> list[str]:
-    """Every topic filter the store reads (service status topics are not history)."""
-    return [
-        f"{base}/miners/+/sample",
-        f"{base}/miners/+/status",
-        f"{base}/miners/+/info",
-        f"{base}/alerts/+/+",
-    ]
-
-
-def topic_kind(base: str, topic: str) -> str:
-    """A kind name for counting and log rate limits, even for topics that do not parse."""
-    parts = topic.removeprefix(base + "/").split("/")
-    if parts[0] == "miners" and len(parts) == 3 and parts[2] in ("sample", "status", "info"):
-        return parts[2]
-    if parts[0] == "alerts":
-        return "alert"
-    return "topic"
-
-
-_INT_RANGES = {Integer: (-(2**31), 2**31 - 1), BigInteger: (-(2**63), 2**63 - 1)}
-
-
-@lru_cache(maxsize=16)
-def _limits(table: Table) -> tuple[tuple[str, int | None, tuple[int, int] | None], ...]:
-    """Per column: its name, its length limit and its integer range (None: no limit)."""
-    return tuple((column.name, getattr(column.type, "length", None),
-                  _INT_RANGES.get(type(column.type))) for column in table.columns)
-
-
-def _misfit(table: Table, values: Values) -> str | None:
-    """Why a row cannot be stored in ``table`` on both engines, or None when it fits.
-
-    Checked here so that one bad value is rejected alone instead of failing the
-    transaction it would share with good rows.
-    """
-    for name, length, bounds in _limits(table):
-        value = values.get(name)
-        if isinstance(value, str):
-            if length is not None and len(value) > length:
-                return f"{name} is longer than {length} characters"
-            if "\x00" in value:
-                return f"{name} contains a NUL character"
-        elif bounds is not None and isinstance(value, int) and not isinstance(value, bool):
-            low, high = bounds
-            if not low <= value <= high:
-                return f"{name} {value} is out of range"
-    return None
-
-
-def _decode_row(parsed: ParsedTopic, payload: bytes | str) -> tuple[Row, Table]:
-    miner_id = parsed.miner_id
-    assert miner_id is not None  # every kind routed here has one
-    if parsed.kind == "sample":
-        sample = decode(payload, Sample)
-        if sample.schema != SCHEMA_VERSION:
-            raise ValueError(f"schema {sample.schema} is not supported (expected 1)")
-        _same("miner_id", sample.miner_id, miner_id)
-        return SampleRow(db.sample_row(sample)), db.samples
-    if parsed.kind == "info":
-        info = decode(payload, MinerInfo)
-        _same("miner_id", info.miner_id, miner_id)
-        return InfoRow(db.info_row(info)), db.miners
-    if parsed.kind == "status":
-        return StatusRow(db.status_row(miner_id, decode(payload, MinerStatus))), db.miners
-    alert = decode(payload, AlertEvent)
-    _same("miner_id", alert.miner_id, miner_id)
-    _same("rule", alert.rule, parsed.name or "")
-    return AlertRow(db.alert_row(alert)), db.alert_events
-
-
-def _same(name: str, in_payload: str, in_topic: str) -> None:
-    if in_payload != in_topic:
-        raise ValueError(f"payload {name} {in_payload!r} does not match the topic's {in_topic!r}")
-
-
-def route(base: str, topic: str, payload: bytes | bytearray | str) -> Row | None:
-    """The row one message stands for; None for messages with nothing to store.
-
-    Raises BadMessage (one line, naming the topic) for a topic or payload that is not
-    schema 1: not JSON, wrong types, bad miner id, ids that disagree with the topic.
-    """
-    parsed = parse_topic(base, topic)
-    kind = topic_kind(base, topic)
-    if parsed is None:
-        raise BadMessage(kind, topic, "not a schema 1 topic (bad miner id or level)")
-    if parsed.kind == "service":
-        return None
-    if not payload:
-        return None  # an empty retained message clears the topic; nothing to record
-    if isinstance(payload, bytearray):
-        payload = bytes(payload)
+def shown_url(url: str) -> str:
+    """The URL as it may appear in logs: without its password."""
     try:
-        row, table = _decode_row(parsed, payload)
-    except (msgspec.DecodeError, ValueError) as exc:  # ValidationError is a DecodeError
-        raise BadMessage(kind, topic, str(exc)) from None
-    problem = _misfit(table, row.values)
-    if problem is not None:
-        raise BadMessage(kind, topic, problem)
-    return row
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url  # not a URL at all, so it holds no password either
 
 
-class Rejects:
-    """Counts bad messages; logs at most one line per kind per ``window_s``, saying how
-    many were suppressed since the last line."""
+def open_engine(url: str) -> AsyncEngine:
+    """The engine for the configured URL; ConfigError (one line) when it cannot be."""
+    try:
+        return db.create_engine(url)
+    except ConfigError:
+        raise
+    except OSError as exc:  # the SQLite file's folder cannot be created
+        raise ConfigError(f"MINERWATCH_DB_URL {shown_url(url)!r}: cannot create folder "
+                          f"{exc.filename}: {exc.strerror}") from None
+    except Exception as exc:  # e.g. an unknown driver or malformed query options
+        raise ConfigError(f"MINERWATCH_DB_URL {shown_url(url)!r}: {one_line(exc)}") from None
 
-    def __init__(
-        self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.window_s = window_s
-        self.clock = clock
-        self.counts: Counter[str] = Counter()
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
 
-    def note(self, error: BadMessage) -> None:
-        kind = error.kind
-        self.counts[kind] += 1
-        now = self.clock()
-        last = self._last_logged.get(kind)
-        if last is not None and now - last < self.window_s:
-            self._suppressed[kind] += 1
+#: Errors that say the database is unreachable, locked, busy or read-only: retry later,
+#: keep the rows.
+_TRANSIENT = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _TRANSIENT)
+
+
+async def prepare_schema(engine: AsyncEngine, retry_min_s: float = 0.5,
+                         retry_max_s: float = 30.0) -> None:
+    """Create the tables, waiting (with backoff) for a database that is not up yet."""
+    next_delay = backoff_delays(retry_min_s, retry_max_s)
+    while True:
+        try:
+            await db.create_schema(engine)
             return
-        self._last_logged[kind] = now
-        suppressed = self._suppressed.pop(kind, 0)
-        more = f" ({suppressed} more bad {kind} messages suppressed)" if suppressed else ""
-        log.warning("bad %s message ignored: %s%s", kind, error, more)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            delay = next_delay()
+            log.warning("database unavailable (%s); retrying in %.1f s", one_line(exc), delay)
+            await db.reopen(engine)  # the next try opens the database afresh
+            await asyncio.sleep(delay)
 
 
-# --- writing: rows -> one transaction per flush --------------------------------------
+# --- SQL: rows -> statements ---------------------------------------------------------
 
 
-def _insert(engine_or_conn: AsyncEngine | AsyncConnection, table: Table) -> Any:
+def _insert(conn: AsyncConnection, table: Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT; same code for SQLite and PostgreSQL."""
-    name = engine_or_conn.dialect.name
+    name = conn.dialect.name
     if name == "sqlite":
         return sqlite.insert(table)
     if name == "postgresql":
@@ -291,27 +176,13 @@ async def write_rows(conn: AsyncConnection, rows: Sequence[Row]) -> int:
     return new_samples
 
 
-#: Errors that say the database is unreachable, locked or busy: retry later, keep the rows.
-_TRANSIENT = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,
-    OSError,
-    TimeoutError,
-)
+def _row_key(row: Row) -> str:
+    values = row.values
+    keys = ("miner_id", "ts_ms", "since_ms", "rule")
+    return " ".join(f"{k}={values[k]}" for k in keys if k in values)
 
 
-def is_transient(error: BaseException) -> bool:
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, _TRANSIENT)
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error) or type(error).__name__
-    return " ".join(text.split())[:300]
-
+# --- the writer: batches, flushes, retries -------------------------------------------
 
 #: Called once what came with it is committed: acknowledges the message to the broker.
 Ack = Callable[[], None]
@@ -324,8 +195,8 @@ class Writer:
     acknowledgements in the order they were added. Flushes happen when ``batch_size``
     entries are pending and every ``interval_s`` otherwise. When the database is away the
     entries stay pending (unacknowledged, so the broker holds back the rest) and the
-    flush is retried with backoff. Leaving the context flushes what is pending (for at
-    most ``close_timeout_s``).
+    flush is retried with backoff, on a freshly opened database. Leaving the context
+    flushes what is pending (for at most ``close_timeout_s``).
     """
 
     def __init__(
@@ -393,24 +264,31 @@ class Writer:
         return len(rows)
 
     async def _write(self, rows: Sequence[Row]) -> int:
+        try:
+            return await self._write_rows(rows)
+        except Exception as exc:
+            if is_transient(exc):
+                # the database may come back empty (a recreated file or server), and the
+                # pooled connections may be stuck as they were opened (read-only, dead)
+                self._schema_suspect = True
+                await db.reopen(self.engine)
+            raise
+
+    async def _write_rows(self, rows: Sequence[Row]) -> int:
         if self._schema_suspect:
-            # the database may have come back empty (recreated file or server)
             await db.create_schema(self.engine)
             self._schema_suspect = False
         try:
             async with self.engine.begin() as conn:
                 return await write_rows(conn, rows)
         except Exception as exc:
-            if is_transient(exc):
-                self._schema_suspect = True
-                raise
-            if not isinstance(exc, sa_exc.DBAPIError):
+            if is_transient(exc) or not isinstance(exc, sa_exc.DBAPIError):
                 raise
             return await self._write_one_by_one(rows, exc)
 
     async def _write_one_by_one(self, rows: Sequence[Row], error: Exception) -> int:
         log.warning("a batch of %d rows was refused (%s); writing them one by one",
-                    len(rows), _one_line(error))
+                    len(rows), one_line(error))
         new_samples = 0
         for row in rows:
             try:
@@ -421,7 +299,7 @@ class Writer:
                     raise
                 self.dropped += 1
                 log.error("row dropped, the database refuses it: %s %s: %s",
-                          type(row).__name__, _row_key(row), _one_line(exc))
+                          type(row).__name__, _row_key(row), one_line(exc))
         return new_samples
 
     async def _flush_retrying(self, deadline: float | None = None) -> bool:
@@ -444,7 +322,7 @@ class Writer:
                 elif self._stop.is_set():
                     return False  # the caller drains with a deadline
                 log.warning("database write failed (%s); %d rows kept, retrying in %.2f s",
-                            _one_line(exc), len(self._pending), delay)
+                            one_line(exc), len(self._pending), delay)
                 if deadline is None:
                     await self._sleep_unless_stopped(delay)
                 else:
@@ -457,22 +335,18 @@ class Writer:
     async def run(self) -> None:
         """Flush by size and by time until ``stop``; then flush what is left."""
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):
                     await self._wake.wait()
-            except TimeoutError:
-                pass
             self._wake.clear()
             while await self._flush_retrying() and len(self._pending) >= self.batch_size:
                 pass  # a backlog (after an outage) goes out in full batches right away
         await self._drain()
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._stop.wait()
-        except TimeoutError:
-            pass
 
     async def write_pending(self, timeout_s: float) -> bool:
         """Write (and acknowledge) everything pending, retrying for at most ``timeout_s``;
@@ -493,6 +367,13 @@ class Writer:
         self._stop.set()
         self._wake.set()
 
+    async def failure(self) -> None:
+        """Wait while the flush loop runs; raise what stopped it if it died of a bug (not
+        a database outage: those are retried), so the service can stop and say so instead
+        of taking messages nothing will write."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
     async def __aenter__(self) -> Writer:
         self._task = asyncio.create_task(self.run(), name="store-writer")
         return self
@@ -506,9 +387,3 @@ class Writer:
         self.stop()
         if self._task is not None:
             await self._task
-
-
-def _row_key(row: Row) -> str:
-    values = row.values
-    keys = ("miner_id", "ts_ms", "since_ms", "rule")
-    return " ".join(f"{k}={values[k]}" for k in keys if k in values)
