@@ -1,14 +1,15 @@
 """minerwatch's lean asyncio MQTT v5 client, the one every service runs on.
 
-Why not aiomqtt (docs/decisions/0003): the store acknowledges a QoS 1 message only once its
-row is committed, at 10,000 messages a second or more; the collector pipelines thousands
-of QoS 1 publishes; alerts and the api must be able to leave a flood waiting at the
-broker (aiomqtt acknowledges on receipt and queues without bound). Through aiomqtt and paho-mqtt each message cost about 130 µs (a task per
-received message, one packet read per event-loop wake-up, a thread-safe write wake-up per
-acknowledgement, MQTT v5 properties built per packet), more than the database spends on
-it. This client reads whatever the socket holds in one go, hands messages out of a plain
-deque, and writes what a turn of the event loop produced (acknowledgements of a committed
-batch, a batch of publishes) as one write. It is one connection: ``MqttLink`` makes a new
+Why not aiomqtt (docs/decisions/0003): the store acknowledges a QoS 1 message only once
+its row is committed, at 10,000 messages a second or more; the collector pipelines
+thousands of QoS 1 publishes; alerts and the api must be able to leave a flood waiting
+at the broker (aiomqtt acknowledges on receipt and queues without bound). Through
+aiomqtt and paho-mqtt each message cost about 130 µs (a task per received message, one
+packet read per event-loop wake-up, a thread-safe write wake-up per acknowledgement,
+MQTT v5 properties built per packet), more than the database spends on it. This client
+reads whatever the socket holds in one go, hands messages out of a plain deque, and
+writes what a turn of the event loop produced (acknowledgements of a committed batch, a
+batch of publishes) as one write. It is one connection: ``MqttLink`` makes a new
 one per reconnect. It satisfies ``protocol.MqttClient``; ``packets`` is its codec.
 
 Scope: CONNECT with a Will, session expiry, receive maximum and maximum packet size;

@@ -77,16 +77,26 @@ async def publish(
         raise asyncio.CancelledError
 
 
-class _Link:
-    """The loop itself; the subclasses say how each connection's client is set up."""
+class MqttLink:
+    """A service's connection to the broker: a new session on each connection.
 
-    def __init__(self, config: MqttConfig, service: str, *,
-                 client_id: str | None = None) -> None:
+    ``receive_maximum``: for a subscriber that acknowledges each message once handled,
+    the most unacknowledged messages the broker may have out to it (MQTT v5 flow control;
+    without it the broker sends as fast as it can and a flood waits in this process).
+    """
+
+    #: A new session per connection (``PersistentLink`` keeps one at the broker).
+    clean_start = True
+    session_expiry_s = 0
+
+    def __init__(self, config: MqttConfig, service: str, *, client_id: str | None = None,
+                 receive_maximum: int | None = None) -> None:
         self.config = config
         self.service = service
         self.base = config.base_topic
         self.address = parse_mqtt_url(config.url)
         self.client_id = client_id
+        self.receive_maximum = receive_maximum
         self.status_topic = service_status_topic(self.base, service)
         self.will = Will(self.status_topic, b"offline", qos=1, retain=True)
         self._current: Client | None = None
@@ -101,7 +111,14 @@ class _Link:
 
     def _client(self) -> Client:
         """A new, unconnected client, used as ``async with``."""
-        raise NotImplementedError
+        address = self.address
+        return Client(
+            address.host, address.port, client_id=self.client_id,
+            username=address.username, password=address.password,
+            tls_context=self._tls(), keepalive_s=self.config.keepalive_s,
+            clean_start=self.clean_start, session_expiry_s=self.session_expiry_s,
+            receive_maximum=self.receive_maximum, will=self.will,
+            max_packet_size=MAX_PACKET_SIZE)
 
     async def run(self, session: Callable[[Client], Awaitable[None]]) -> None:
         """Keep ``session`` running until it returns or the task is cancelled."""
@@ -156,30 +173,7 @@ class _Link:
             pass  # the connection is gone: the broker publishes the Will instead
 
 
-class MqttLink(_Link):
-    """A service's connection to the broker: a new session on each connection.
-
-    ``receive_maximum``: for a subscriber that acknowledges each message once handled,
-    the most unacknowledged messages the broker may have out to it (MQTT v5 flow control;
-    without it the broker sends as fast as it can and a flood waits in this process).
-    """
-
-    def __init__(self, config: MqttConfig, service: str, *, client_id: str | None = None,
-                 receive_maximum: int | None = None) -> None:
-        super().__init__(config, service, client_id=client_id)
-        self.receive_maximum = receive_maximum
-
-    def _client(self) -> Client:
-        address = self.address
-        return Client(
-            address.host, address.port, client_id=self.client_id,
-            username=address.username, password=address.password,
-            tls_context=self._tls(), keepalive_s=self.config.keepalive_s,
-            clean_start=True, receive_maximum=self.receive_maximum, will=self.will,
-            max_packet_size=MAX_PACKET_SIZE)
-
-
-class PersistentLink(_Link):
+class PersistentLink(MqttLink):
     """The link of a subscriber that must not lose a message (the store).
 
     A fixed client id and a session the broker keeps for ``session_expiry_s`` while the
@@ -188,18 +182,10 @@ class PersistentLink(_Link):
     ``receive_maximum`` unacknowledged messages out to it.
     """
 
+    clean_start = False
+
     def __init__(self, config: MqttConfig, service: str, *, client_id: str,
                  receive_maximum: int, session_expiry_s: int = 86400) -> None:
-        super().__init__(config, service, client_id=client_id)
-        self.receive_maximum = receive_maximum
+        super().__init__(config, service, client_id=client_id,
+                         receive_maximum=receive_maximum)
         self.session_expiry_s = session_expiry_s
-
-    def _client(self) -> Client:
-        address = self.address
-        return Client(
-            address.host, address.port, client_id=self.client_id,
-            username=address.username, password=address.password,
-            tls_context=self._tls(), keepalive_s=self.config.keepalive_s,
-            clean_start=False, session_expiry_s=self.session_expiry_s,
-            receive_maximum=self.receive_maximum, will=self.will,
-            max_packet_size=MAX_PACKET_SIZE)
