@@ -85,11 +85,11 @@ SAMPLE_FIELDS: tuple[FieldDescription, ...] = (
         prometheus="minerwatch_efficiency_joules_per_hash", prometheus_scale=1e-12),
     FieldDescription(
         "temp_c", "float", "gauge", "mean", "hottest chip or board temperature",
-        unit="°C", minimum=-50.0, maximum=250.0, ha_device_class="temperature",
+        unit="°C", minimum=-40.0, maximum=200.0, ha_device_class="temperature",
         ha_state_class="measurement", prometheus="minerwatch_temperature_celsius"),
     FieldDescription(
         "vr_temp_c", "float", "gauge", "mean", "voltage regulator temperature",
-        unit="°C", minimum=-50.0, maximum=250.0, ha_device_class="temperature",
+        unit="°C", minimum=-40.0, maximum=200.0, ha_device_class="temperature",
         ha_state_class="measurement", prometheus="minerwatch_vr_temperature_celsius"),
     FieldDescription(
         "fan_rpm", "list[int]", "gauge", "last", "speed of each fan",

@@ -11,13 +11,16 @@ import math
 import re
 from typing import overload
 
+from minerwatch.shared.fields import FIELDS
+
 #: Multipliers of the suffixes ESP-Miner uses for bestDiff ("4.29G", "512M", "1.2T").
 SI_SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 _SI_RE = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*([kKMGTPE]?)\s*$")
 
-#: Outside this range a temperature sensor is absent or broken (-273, 0xFF...), not hot.
-TEMP_MIN_C = -40.0
-TEMP_MAX_C = 200.0
+#: Outside this range a temperature sensor is absent or broken (-273, 0xFF...), not hot:
+#: the bounds of the contract's temperature fields.
+TEMP_MIN_C, TEMP_MAX_C = (float(bound) for bound in
+                          (FIELDS["temp_c"].minimum, FIELDS["temp_c"].maximum) if bound is not None)
 
 
 def number(value: object) -> float | None:
