@@ -7,10 +7,11 @@ The history tables, the rollups, the api's rollup model, the alert rules and the
 collector's readings are built from these descriptions (or checked against them by a
 test), so a field added to ``schemas.Sample`` without its description fails the suite.
 
-The one rule for values that cannot be real readings (``sanitize``): a non-finite or
+The one rule for values that cannot be real readings (``messages.sanitize``): an
 out-of-range value of an optional field becomes ``null`` (a missing reading, as the
 contract already writes missing values); fan speeds out of range are dropped from the
-list; a required field (``hashrate_ths``) out of range rejects the whole message.
+list; a required field (``hashrate_ths``) out of range rejects the whole message. A number
+JSON cannot hold in a float (``1e999``) never gets this far: the decoder rejects it.
 """
 
 from __future__ import annotations
