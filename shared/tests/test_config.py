@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from minerwatch.shared.config import ConfigError, Endpoint, endpoint, load_config
+from minerwatch.shared.config import (
+    ConfigError,
+    Endpoint,
+    endpoint,
+    load_config,
+    store_client_id,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -26,7 +32,9 @@ def test_defaults_match_the_design() -> None:
     assert config.collector.miners == []
     assert config.collector.poll_interval_s == 10
     assert config.collector.offline_after == 3
-    assert {rule.name for rule in config.alerts.rules} >= {"overheat"}
+    assert config.alerts.rules == []  # the built-in rules cover what overheat did
+    assert config.alerts.temp_high.enabled and config.alerts.offline.for_s == 60
+    assert config.store.client_id is None and store_client_id(config) == "minerwatch-store"
 
 
 def test_file_then_environment(tmp_path: Path) -> None:
@@ -214,3 +222,56 @@ def test_a_malformed_broker_url_never_shows_its_password() -> None:
         else:
             raise AssertionError(f"{url} was accepted")
     assert redact("mqtt://host:1883") == "mqtt://host:1883"
+
+
+def test_store_client_id_follows_the_base_topic(tmp_path: Path) -> None:
+    def client_id(base: str) -> str:
+        return store_client_id(load_config(environ={"MINERWATCH_BASE_TOPIC": base}))
+
+    assert client_id("site2") == "site2-store"
+    # Characters a client id cannot hold are replaced, and a hash keeps bases apart.
+    ids = {client_id(base) for base in ("site 2", "site-2", "site é", "site ü")}
+    assert len(ids) == 4
+    assert client_id("site 2").endswith("-store") and " " not in client_id("site 2")
+    path = write(tmp_path, '[store]\nclient_id = "mine"\n')
+    assert store_client_id(load_config(path, environ={})) == "mine"
+
+
+def test_labels_are_free_text_names_stay_slugs(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[collector.miners]]\nurl = "axeos://10.0.0.5"\n'
+                           'name = "garage"\nlabel = "Garage Bitaxe ☀"\n')
+    assert load_config(path, environ={}).collector.miners[0].label == "Garage Bitaxe ☀"
+    path = write(tmp_path, '[[collector.miners]]\nurl = "axeos://10.0.0.5"\nlabel = "a\\nb"\n')
+    with pytest.raises(ConfigError, match=r"collector.miners\[0\].label"):
+        load_config(path, environ={})
+
+
+def test_alert_tables_and_overrides_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[alerts.hashrate_low]
+pct = 70
+[[alerts.overrides]]
+match = { model = "S19 Pro" }
+temp_high = { threshold = 85 }
+[alerts]
+notify = ["json://127.0.0.1:9/", { url = "json://127.0.0.1:9/x", min_severity = "critical" }]
+""")
+    alerts = load_config(path, environ={}).alerts
+    assert alerts.hashrate_low.pct == 70 and alerts.hashrate_low.for_s == 600
+    assert alerts.overrides[0].changes() == {"temp_high": {"threshold": 85}}
+    assert [t.min_severity for t in alerts.targets()] == ["info", "critical"]
+    for bad, where in [
+        ('temp_high = { treshold = 85 }', "temp_high: Object contains unknown field"),
+        ('temp_high = { threshold = "hot" }', "temp_high.threshold: Expected"),
+        ('overheat = { threshold = 1 }', "unknown field `overheat`"),
+    ]:
+        path = write(tmp_path, f'[[alerts.overrides]]\nmatch = {{ make = "Bitaxe" }}\n{bad}\n')
+        with pytest.raises(ConfigError, match=r"alerts\.overrides\[0\]") as caught:
+            load_config(path, environ={})
+        assert where in str(caught.value) and "\n" not in str(caught.value)
+    path = write(tmp_path, '[[alerts.overrides]]\nmatch = {}\n')
+    with pytest.raises(ConfigError, match="at least one of"):
+        load_config(path, environ={})
+    path = write(tmp_path, '[api]\npublic_url = "minerwatch.lan"\n')
+    with pytest.raises(ConfigError, match="public_url"):
+        load_config(path, environ={})

@@ -141,3 +141,22 @@ def test_random_input_never_raises() -> None:
             payload = bytes(mutated)
         result = decode_message(BASE, rng.choice(topics), payload)
         assert isinstance(result, Received | Rejected)
+
+
+def test_labels_and_mutes_decode_by_the_registry() -> None:
+    from minerwatch.shared.schemas import MinerLabel, Mute
+
+    got = decode_message("mw", "mw/miners/s19/label",
+                         b'{"label":"Garage S19","ts":"2026-11-22T10:00:00.000Z"}')
+    assert isinstance(got, Received) and got.message == MinerLabel(
+        label="Garage S19", ts="2026-11-22T10:00:00.000Z")
+    mute = (b'{"id":"m1","miner_id":null,"rule":"offline",'
+            b'"until":"2026-11-22T12:00:00.000Z","created":"2026-11-22T10:00:00.000Z"}')
+    got = decode_message("mw", "mw/mutes/m1", mute)
+    assert isinstance(got, Received) and isinstance(got.message, Mute)
+    assert got.name == "m1" and got.message.rule == "offline"
+    wrong = decode_message("mw", "mw/mutes/m2", mute)
+    assert isinstance(wrong, Rejected) and "does not match" in wrong.reason
+    control = decode_message("mw", "mw/miners/s19/label",
+                             b'{"label":"a\\u0000b","ts":"2026-11-22T10:00:00.000Z"}')
+    assert isinstance(control, Rejected)

@@ -24,7 +24,8 @@ from minerwatch.shared.schemas import (
 SAMPLE_FIELDS = [
     "schema", "miner_id", "ts", "hashrate_ths", "expected_hashrate_ths", "power_w",
     "efficiency_jth", "temp_c", "vr_temp_c", "fan_rpm", "shares_accepted", "shares_rejected",
-    "best_diff", "uptime_s", "pool_url", "is_mining",
+    "best_diff", "uptime_s", "pool_url", "is_mining", "pool_fallback", "pool_connected",
+    "blocks_found",
 ]
 
 
@@ -81,12 +82,14 @@ def test_status_info_alert_shapes() -> None:
     info = MinerInfo(miner_id="a", driver="axeos", host="127.0.0.1", port=80)
     assert list(json.loads(encode(info))) == [
         "miner_id", "driver", "host", "port", "make", "model", "firmware", "hostname", "mac",
+        "label",
     ]
     alert = AlertEvent(miner_id="a", rule="overheat", state="firing", severity="warning",
                        value=80.0, threshold=75.0, message="temp_c 80 > 75",
                        ts="2026-11-22T10:00:00.000Z")
     assert list(json.loads(encode(alert))) == [
         "miner_id", "rule", "state", "severity", "value", "threshold", "message", "ts",
+        "label", "since", "muted",
     ]
     with pytest.raises(msgspec.ValidationError):
         decode(b'{"state":"sleeping","since":"2026-11-22T10:00:00.000Z"}', MinerStatus)

@@ -63,10 +63,11 @@ def test_ids() -> None:
 def test_the_registry_names_every_topic_once() -> None:
     from minerwatch.shared.topics import SAMPLE, TOPICS
 
-    assert [spec.name for spec in TOPICS] == ["sample", "status", "info", "alert", "service"]
+    assert [spec.name for spec in TOPICS] == ["sample", "status", "info", "label", "alert",
+                                             "mute", "service"]
     assert [spec.filter("mw") for spec in TOPICS] == [
-        "mw/miners/+/sample", "mw/miners/+/status", "mw/miners/+/info", "mw/alerts/+/+",
-        "mw/services/+/status"]
+        "mw/miners/+/sample", "mw/miners/+/status", "mw/miners/+/info", "mw/miners/+/label",
+        "mw/alerts/+/+", "mw/mutes/+", "mw/services/+/status"]
     assert SAMPLE.topic("mw", miner_id="s19") == "mw/miners/s19/sample"
     assert all(spec.qos == 1 and spec.retained for spec in TOPICS)
 

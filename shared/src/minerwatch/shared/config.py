@@ -7,8 +7,10 @@ print it and exit 2 (see ``service.run_service``).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 
+from minerwatch.shared.schemas import Label, Severity
 from minerwatch.shared.topics import is_miner_id
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -53,8 +56,12 @@ class MqttConfig(_Section):
 
 
 class MinerConfig(_Section, kw_only=True):
+    """One miner to poll. ``name`` is its stable id (a slug: topics, history); ``label``
+    any text shown to people in its place (``Garage Bitaxe``)."""
+
     url: str
     name: str | None = None
+    label: Label | None = None
 
     def __post_init__(self) -> None:
         endpoint(self.url)  # validates scheme, host and port
@@ -121,6 +128,24 @@ class DatabaseConfig(_Section):
 Days = Annotated[float, msgspec.Meta(ge=0)]
 
 
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_CLIENT_ID_DROP = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+def store_client_id(config: Config) -> str:
+    """The store's MQTT client id: the configured one, else ``{base_topic}-store``
+    (``minerwatch-store`` for the default base). A base topic with characters a client id
+    cannot hold gets them replaced and a short hash of the original added, so two bases
+    never map to one id."""
+    if config.store.client_id is not None:
+        return config.store.client_id
+    base = config.mqtt.base_topic
+    safe = _CLIENT_ID_DROP.sub("-", base)
+    if safe != base:
+        safe = f"{safe[:100]}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+    return f"{safe[:110]}-store"
+
+
 class StoreConfig(_Section):
     """Rows are written in batches of up to ``batch_size`` (or every ``batch_interval_s``);
     the broker sends at most two batches' worth of unacknowledged messages at a time.
@@ -136,8 +161,9 @@ class StoreConfig(_Section):
 
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 5000
     batch_interval_s: Positive = 0.5
-    client_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = (
-        "minerwatch-store")
+    #: Unset: ``{base_topic}-store`` (``store_client_id``), so stacks with different base
+    #: topics on one broker never share a session.
+    client_id: Annotated[str, msgspec.Meta(pattern=CLIENT_ID_PATTERN)] | None = None
     group: TopicLevel | None = None
     keep_raw_days: Days = 7.0
     keep_1m_days: Days = 90.0
@@ -148,43 +174,264 @@ class StoreConfig(_Section):
 
 class ApiConfig(_Section):
     listen: str = "127.0.0.1:8000"
+    #: Where people reach the dashboard (``http://minerwatch.lan:8000``): notifications
+    #: link to a miner's page under it. Unset: no links.
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
         host_port(self.listen)
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"public_url {self.public_url!r} must be an http:// or "
+                                 "https:// URL")
+            self.public_url = self.public_url.rstrip("/")
 
 
 Op = Literal[">", ">=", "<", "<="]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Percent = Annotated[float, msgspec.Meta(gt=0, le=100)]
 
 
 class RuleConfig(_Section, kw_only=True):
-    """``field op threshold`` held for ``for_s`` seconds fires; it resolves past the
-    hysteresis band. After firing, the same (miner, rule) cannot fire again until
-    ``cooldown_s`` has passed; resolves are always published."""
+    """A free threshold rule (``[[alerts.rules]]``): ``field op threshold`` held for
+    ``for_s`` seconds fires; it resolves past the hysteresis band. After firing, the same
+    (miner, rule) cannot fire again until ``cooldown_s`` has passed; resolves are always
+    published."""
 
     name: RuleName
     field: str
     op: Op = ">"
     threshold: float
-    for_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
-    cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0
-    hysteresis: Annotated[float, msgspec.Meta(ge=0)] = 0.0
-    severity: Literal["info", "warning", "critical"] = "warning"
+    for_s: Seconds = 60.0
+    cooldown_s: Seconds = 600.0
+    hysteresis: Seconds = 0.0
+    severity: Severity = "warning"
     notify: list[str] = msgspec.field(default_factory=list)
 
 
-def default_rules() -> list[RuleConfig]:
-    return [
-        RuleConfig(name="overheat", field="temp_c", op=">", threshold=75, for_s=60,
-                   cooldown_s=600, hysteresis=3, severity="warning"),
-        RuleConfig(name="vr_overheat", field="vr_temp_c", op=">", threshold=90, for_s=60,
-                   cooldown_s=600, hysteresis=5, severity="critical"),
-    ]
+# --- built-in rules: one table each, ``[alerts.<rule>]`` ---------------------------------
+
+
+class BuiltinRule(_Section, kw_only=True):
+    """What every built-in rule has: on or off, how long its condition must hold, how
+    bad it is, how soon it may fire again, and Apprise URLs of its own."""
+
+    enabled: bool = True
+    for_s: Seconds = 60.0
+    severity: Severity = "warning"
+    cooldown_s: Seconds = 600.0
+    notify: list[str] = msgspec.field(default_factory=list)
+
+
+class OfflineRule(BuiltinRule, kw_only=True):
+    """The miner's status is ``offline`` for ``for_s``; resolves when it answers again."""
+
+    severity: Severity = "critical"
+
+
+class NotHashingRule(BuiltinRule, kw_only=True):
+    """The miner answers but is ``idle`` (not hashing) for ``for_s``."""
+
+    for_s: Seconds = 120.0
+
+
+class HashrateLowRule(BuiltinRule, kw_only=True):
+    """Hashrate below ``pct`` percent of what the miner should do, for ``for_s``: its
+    ``expected_hashrate_ths``, else its own median of the last 24 hours of hourly means."""
+
+    for_s: Seconds = 600.0
+    pct: Percent = 80.0
+
+
+class StalledRule(BuiltinRule, kw_only=True):
+    """Online and answering, but accepted shares have not risen for ``for_s``, or the
+    hashrate reading stayed identical for ``polls`` samples in a row (the flatline)."""
+
+    for_s: Seconds = 900.0
+    polls: Annotated[int, msgspec.Meta(ge=2)] = 20
+
+
+class FanFailureRule(BuiltinRule, kw_only=True):
+    """Any reported fan below ``min_rpm`` while mining, for ``for_s``."""
+
+    severity: Severity = "critical"
+    min_rpm: Annotated[int, msgspec.Meta(ge=0)] = 500
+
+
+class RejectsHighRule(BuiltinRule, kw_only=True):
+    """Rejected shares above ``pct`` percent of the shares of the last ``window_s``
+    (judged once the window holds at least ``min_shares``), from counter deltas that
+    survive counter resets."""
+
+    for_s: Seconds = 0.0
+    pct: Percent = 2.0
+    window_s: Positive = 1800.0
+    min_shares: PositiveInt = 20
+
+
+class PoolFallbackRule(BuiltinRule, kw_only=True):
+    """The miner works for a fallback pool, or its pool connection is down, where its
+    firmware says so (``pool_fallback``, ``pool_connected``), for ``for_s``."""
+
+
+class TemperatureRule(BuiltinRule, kw_only=True):
+    """The temperature above ``threshold`` for ``for_s``; resolves at ``threshold -
+    hysteresis``. Unset ``threshold``: the limit known for the miner's make and model
+    (``alerts.limits``), else ``default_threshold``."""
+
+    threshold: float | None = None
+    default_threshold: float = 75.0
+    hysteresis: Seconds = 3.0
+
+
+class VrTemperatureRule(TemperatureRule, kw_only=True):
+    severity: Severity = "critical"
+    default_threshold: float = 90.0
+    hysteresis: Seconds = 5.0
+
+
+class EventRule(BuiltinRule, kw_only=True):
+    """A one-off: recorded and notified once, never resolved (``for_s`` and
+    ``cooldown_s`` do not apply)."""
+
+    severity: Severity = "info"
+    for_s: Seconds = 0.0
+    cooldown_s: Seconds = 0.0
+
+
+class ServiceDownRule(BuiltinRule, kw_only=True):
+    """A minerwatch service ``offline`` for ``for_s``; published under the miner id
+    ``minerwatch-<service>``."""
+
+    severity: Severity = "critical"
+
+
+#: The built-in rules by name, with the Struct of their table.
+BUILTIN_RULES: dict[str, type[BuiltinRule]] = {
+    "offline": OfflineRule,
+    "not_hashing": NotHashingRule,
+    "hashrate_low": HashrateLowRule,
+    "stalled": StalledRule,
+    "fan_failure": FanFailureRule,
+    "rejects_high": RejectsHighRule,
+    "pool_fallback": PoolFallbackRule,
+    "temp_high": TemperatureRule,
+    "vr_temp_high": VrTemperatureRule,
+    "best_difficulty": EventRule,
+    "block_found": EventRule,
+    "service_down": ServiceDownRule,
+}
+
+
+class OverrideMatch(_Section):
+    """Which miners an override applies to: every key given must match (exact, case
+    insensitive for make and model)."""
+
+    miner_id: str | None = None
+    make: str | None = None
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.miner_id is None and self.make is None and self.model is None:
+            raise ValueError("match needs at least one of miner_id, make, model")
+
+
+Changes = dict[str, Any] | None
+
+
+class OverrideConfig(_Section, kw_only=True):
+    """``[[alerts.overrides]]``: ``match`` and, per built-in rule, the keys it changes::
+
+        [[alerts.overrides]]
+        match = { model = "S19 Pro" }
+        temp_high = { threshold = 85 }
+
+    A miner id match wins over a model match, which wins over a make match; among equals
+    the later override wins."""
+
+    match: OverrideMatch
+    offline: Changes = None
+    not_hashing: Changes = None
+    hashrate_low: Changes = None
+    stalled: Changes = None
+    fan_failure: Changes = None
+    rejects_high: Changes = None
+    pool_fallback: Changes = None
+    temp_high: Changes = None
+    vr_temp_high: Changes = None
+    best_difficulty: Changes = None
+    block_found: Changes = None
+    service_down: Changes = None
+
+    def __post_init__(self) -> None:
+        for rule, values in self.changes().items():
+            check_override(rule, values)
+
+    def changes(self) -> dict[str, dict[str, Any]]:
+        """The keys this override changes, per built-in rule it names."""
+        found = {name: getattr(self, name) for name in BUILTIN_RULES}
+        return {name: values for name, values in found.items() if values is not None}
+
+
+def check_override(rule: str, values: Mapping[str, Any]) -> None:
+    """ValueError (one line, naming the rule and key) when ``values`` are not keys of
+    built-in rule ``rule`` with values of the right type."""
+    kind = BUILTIN_RULES.get(rule)
+    if kind is None:
+        raise ValueError(f"{rule!r} is not a built-in rule ({', '.join(BUILTIN_RULES)})")
+    if "notify" in values:
+        raise ValueError(f"{rule}.notify cannot be overridden per miner")
+    try:
+        msgspec.convert(dict(values), kind)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        key = where.rstrip("`").lstrip(".")
+        raise ValueError(f"{rule}.{key}: {message}" if key else f"{rule}: {message}") from None
+
+
+class NotifyTarget(_Section, kw_only=True):
+    """An Apprise URL and the least severity it is sent (``min_severity``)."""
+
+    url: str
+    min_severity: Severity = "info"
 
 
 class AlertsConfig(_Section):
-    rules: list[RuleConfig] = msgspec.field(default_factory=default_rules)
-    #: Apprise URLs that every firing and resolved event goes to.
-    notify: list[str] = msgspec.field(default_factory=list)
+    """``[alerts]``: the built-in rules (each its own table), free threshold rules,
+    overrides, and where notifications go.
+
+    ``notify`` takes Apprise URLs (every severity) or tables ``{url, min_severity}``.
+    Events of one rule and state within ``group_s`` seconds go out as one notification
+    naming every miner.
+    """
+
+    offline: OfflineRule = msgspec.field(default_factory=OfflineRule)
+    not_hashing: NotHashingRule = msgspec.field(default_factory=NotHashingRule)
+    hashrate_low: HashrateLowRule = msgspec.field(default_factory=HashrateLowRule)
+    stalled: StalledRule = msgspec.field(default_factory=StalledRule)
+    fan_failure: FanFailureRule = msgspec.field(default_factory=FanFailureRule)
+    rejects_high: RejectsHighRule = msgspec.field(default_factory=RejectsHighRule)
+    pool_fallback: PoolFallbackRule = msgspec.field(default_factory=PoolFallbackRule)
+    temp_high: TemperatureRule = msgspec.field(default_factory=TemperatureRule)
+    vr_temp_high: VrTemperatureRule = msgspec.field(default_factory=VrTemperatureRule)
+    best_difficulty: EventRule = msgspec.field(default_factory=EventRule)
+    block_found: EventRule = msgspec.field(default_factory=EventRule)
+    service_down: ServiceDownRule = msgspec.field(default_factory=ServiceDownRule)
+    rules: list[RuleConfig] = msgspec.field(default_factory=list)
+    overrides: list[OverrideConfig] = msgspec.field(default_factory=list)
+    notify: list[str | NotifyTarget] = msgspec.field(default_factory=list)
+    group_s: Seconds = 10.0
+
+    def builtin(self, name: str) -> BuiltinRule:
+        """The table of built-in rule ``name``."""
+        rule: BuiltinRule = getattr(self, name)
+        return rule
+
+    def targets(self) -> list[NotifyTarget]:
+        """``notify`` with every plain URL as a target of every severity."""
+        return [NotifyTarget(url=item) if isinstance(item, str) else item
+                for item in self.notify]
 
 
 class Config(_Section):

@@ -40,6 +40,7 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    inspect,
     select,
 )
 from sqlalchemy.engine import make_url
@@ -102,11 +103,15 @@ miners = Table(
     Column("firmware", Text),
     Column("hostname", Text),
     Column("mac", String(32)),
+    Column("label", Text),
     Column("state", String(16)),
     Column("reason", Text),
     Column("since_ms", BigInteger),
     Column("last_seen_ms", BigInteger),
     Column("failures", Integer),
+    #: When the miner was forgotten (its retained topics cleared): it is listed again only
+    #: once something newer than this arrives for it.
+    Column("forgotten_ms", BigInteger),
 )
 
 #: Every status change, so the history shows when a miner went offline and why.
@@ -132,6 +137,10 @@ alert_events = Table(
     Column("value", Float),
     Column("threshold", Float, nullable=False),
     Column("message", Text, nullable=False),
+    # Added within schema 1 (see AlertEvent); nullable so older databases gain them.
+    Column("label", Text),
+    Column("since_ms", BigInteger),
+    Column("muted", Boolean),
 )
 
 Index("ix_alert_events_ts", alert_events.c.ts_ms)
@@ -237,6 +246,8 @@ def status_row(miner_id: str, status: MinerStatus) -> dict[str, Any]:
 def alert_row(alert: AlertEvent) -> dict[str, Any]:
     row = msgspec.structs.asdict(alert)
     row["ts_ms"] = ts_to_ms(row.pop("ts"))
+    since = row.pop("since")
+    row["since_ms"] = ts_to_ms(since) if since else None
     return row
 
 
@@ -287,8 +298,33 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
+    """Create what is missing: tables, and the nullable columns added since a database
+    was made (``missing_columns``), so an older history keeps working after an upgrade."""
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+        await conn.run_sync(_add_missing_columns)
+
+
+def missing_columns(sync_conn: Any) -> list[Column[Any]]:
+    """The columns of our tables the database does not have yet."""
+    inspector = inspect(sync_conn)
+    missing: list[Column[Any]] = []
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing.extend(column for column in table.columns if column.name not in present)
+    return missing
+
+
+def _add_missing_columns(sync_conn: Any) -> None:
+    for column in missing_columns(sync_conn):
+        if not column.nullable:  # cannot be added to rows that exist: a bug in a change
+            raise RuntimeError(f"column {column.table.name}.{column.name} is missing and "
+                               "not nullable: the database needs a manual upgrade")
+        kind = column.type.compile(dialect=sync_conn.dialect)
+        preparer = sync_conn.dialect.identifier_preparer
+        sync_conn.exec_driver_sql(
+            f"ALTER TABLE {preparer.quote(column.table.name)} "
+            f"ADD COLUMN {preparer.quote(column.name)} {kind}")
 
 
 async def reopen(engine: AsyncEngine) -> None:

@@ -117,6 +117,19 @@ SAMPLE_FIELDS: tuple[FieldDescription, ...] = (
     FieldDescription(
         "is_mining", "bool", "flag", "last", "whether the miner is hashing",
         ha_device_class="running", prometheus="minerwatch_mining"),
+    FieldDescription(
+        "pool_fallback", "bool", "flag", "last",
+        "whether the miner works for a fallback pool instead of its first one",
+        ha_device_class="problem", prometheus="minerwatch_pool_fallback"),
+    FieldDescription(
+        "pool_connected", "bool", "flag", "last",
+        "whether the miner's connection to its pool is up",
+        ha_device_class="connectivity", prometheus="minerwatch_pool_connected"),
+    FieldDescription(
+        "blocks_found", "int", "counter", "last",
+        "blocks the miner found, as its firmware counts them",
+        minimum=0, maximum=INT64_MAX, ha_state_class="total_increasing",
+        prometheus="minerwatch_blocks_found_total"),
 )
 
 FIELDS: dict[str, FieldDescription] = {field.name: field for field in SAMPLE_FIELDS}

@@ -26,7 +26,9 @@ from minerwatch.shared.schemas import (
     SCHEMA_VERSION,
     AlertEvent,
     MinerInfo,
+    MinerLabel,
     MinerStatus,
+    Mute,
     Sample,
 )
 
@@ -34,7 +36,7 @@ from minerwatch.shared.schemas import (
 ServiceState: TypeAlias = Literal["online", "offline"]
 SERVICE_STATES: tuple[ServiceState, ...] = ("online", "offline")
 
-Payload: TypeAlias = Sample | MinerStatus | MinerInfo | AlertEvent | str
+Payload: TypeAlias = Sample | MinerStatus | MinerInfo | MinerLabel | AlertEvent | Mute | str
 
 #: Brackets deeper than this are refused before any decoder sees them. Our payloads
 #: nest two levels; a recursive decoder would fail somewhere near a thousand.
@@ -45,7 +47,7 @@ MAX_PAYLOAD = 64 * 1024
 
 PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {
     "Sample": Sample, "MinerStatus": MinerStatus, "MinerInfo": MinerInfo,
-    "AlertEvent": AlertEvent,
+    "MinerLabel": MinerLabel, "AlertEvent": AlertEvent, "Mute": Mute,
 }
 _DECODERS = {name: msgspec.json.Decoder(kind) for name, kind in PAYLOAD_TYPES.items()}
 
@@ -179,10 +181,19 @@ def _checked(message: Any, miner_id: str | None, name: str | None) -> Payload:
         if not 0 <= message.port <= 65535:
             raise _Refused(f"port {message.port} is not a TCP port")
         return message
+    if isinstance(message, MinerLabel):
+        _check_ts("ts", message.ts)
+        return message
+    if isinstance(message, Mute):
+        _same("id", message.id, name)
+        _check_ts("until", message.until)
+        _check_ts("created", message.created)
+        return message
     if isinstance(message, AlertEvent):
         _same("miner_id", message.miner_id, miner_id)
         _same("rule", message.rule, name)
         _check_ts("ts", message.ts)
+        _check_ts("since", message.since)
         message.threshold = _finite("threshold", message.threshold, required=True) or 0.0
         message.value = _finite("value", message.value, required=False)
         return message

@@ -20,9 +20,19 @@ TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 Timestamp = Annotated[str, msgspec.Meta(pattern=TS_PATTERN)]
 MinerId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]+$", max_length=64)]
 
+#: A display name: any printable text (spaces and accents welcome), at most 100 characters.
+Label = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]{1,100}$")]
+#: A mute's id: one topic level of ``[a-z0-9_-]``.
+MuteId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]{1,64}$")]
+#: A rule name as it appears in a topic level (``config.RuleName``).
+RuleName = Annotated[str, msgspec.Meta(pattern=r"^[^/#+\x00-\x1f]{1,128}$")]
+
 MinerState = Literal["online", "offline", "idle"]
-AlertState = Literal["firing", "resolved"]
+#: ``firing`` and ``resolved`` for conditions; ``event`` for a one-off that never resolves
+#: (a new best difficulty, a block found).
+AlertState = Literal["firing", "resolved", "event"]
 Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 
 
 def format_ts(moment: datetime) -> str:
@@ -70,10 +80,14 @@ class Sample(msgspec.Struct, kw_only=True):
     uptime_s: int | None = None
     pool_url: str | None = None
     is_mining: bool = True
+    pool_fallback: bool | None = None
+    pool_connected: bool | None = None
+    blocks_found: int | None = None
 
 
 class MinerStatus(msgspec.Struct, kw_only=True):
-    """Published retained on ``{base}/miners/{id}/status`` when the state changes."""
+    """Published retained on ``{base}/miners/{id}/status`` when the state changes, on every
+    connect, and again while the miner answers so ``last_seen`` stays true."""
 
     state: MinerState
     reason: str | None = None
@@ -94,10 +108,40 @@ class MinerInfo(msgspec.Struct, kw_only=True):
     firmware: str | None = None
     hostname: str | None = None
     mac: str | None = None
+    #: The display name (from the config's ``label``, or set through the api); null: none.
+    label: Label | None = None
+
+
+class MinerLabel(msgspec.Struct, kw_only=True):
+    """A label set through the api, retained on ``{base}/miners/{id}/label``; the collector
+    folds it into the miner's info (it wins over the config's). ``label`` null removes it."""
+
+    label: Label | None
+    ts: Timestamp
+
+
+class Mute(msgspec.Struct, kw_only=True):
+    """Silence notifications, retained on ``{base}/mutes/{id}`` until ``until``: alerts of
+    ``miner_id`` (null: every miner) and ``rule`` (null: every rule) are still published and
+    stored, with ``muted`` true, but nobody is notified. An empty payload lifts it."""
+
+    id: MuteId
+    miner_id: MinerId | None = None
+    rule: RuleName | None = None
+    until: Timestamp
+    created: Timestamp
+    reason: str | None = None
 
 
 class AlertEvent(msgspec.Struct, kw_only=True):
-    """A rule changing state, retained on ``{base}/alerts/{id}/{rule}``."""
+    """A rule changing state, retained on ``{base}/alerts/{id}/{rule}``.
+
+    ``value`` is what the rule measured and ``threshold`` what it compared it with (see the
+    alert table in docs/contract.md for each built-in rule's meaning). The fields after
+    ``ts`` were added within schema 1 (older consumers ignore them): ``label`` the miner's
+    display name at the time, ``since`` when the condition began, ``muted`` whether a mute
+    held its notification back.
+    """
 
     miner_id: MinerId
     rule: str
@@ -107,6 +151,9 @@ class AlertEvent(msgspec.Struct, kw_only=True):
     threshold: float
     message: str
     ts: Timestamp
+    label: str | None = None
+    since: Timestamp | None = None
+    muted: bool = False
 
 
 def efficiency(power_w: float | None, hashrate_ths: float | None) -> float | None:

@@ -20,17 +20,19 @@ _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 #: A rule or service name: one topic level of printable text without wildcards.
 _NAME_RE = re.compile(r"^[^/#+\x00-\x1f]{1,128}$")
 
-TopicName = Literal["sample", "status", "info", "alert", "service"]
-MinerTopicKind = Literal["sample", "status", "info"]
-MINER_TOPIC_KINDS: tuple[MinerTopicKind, ...] = ("sample", "status", "info")
+TopicName = Literal["sample", "status", "info", "label", "alert", "mute", "service"]
+MinerTopicKind = Literal["sample", "status", "info", "label"]
+MINER_TOPIC_KINDS: tuple[MinerTopicKind, ...] = ("sample", "status", "info", "label")
 #: The payload a TopicSpec carries, by name; ``messages`` maps these to types.
-PayloadName = Literal["Sample", "MinerStatus", "MinerInfo", "AlertEvent", "ServiceState"]
+PayloadName = Literal["Sample", "MinerStatus", "MinerInfo", "MinerLabel", "AlertEvent",
+                      "Mute", "ServiceState"]
 
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """One topic of the contract. ``template`` levels in braces are parameters:
-    ``miner_id`` (a miner id), ``rule`` and ``service`` (a name)."""
+    ``miner_id`` (a miner id), ``mute_id`` (a mute id, same pattern), ``rule`` and
+    ``service`` (a name)."""
 
     name: TopicName
     template: str
@@ -73,7 +75,7 @@ class TopicSpec:
         params: dict[str, str] = {}
         for index, key in self._params:
             got = levels[index]
-            pattern = MINER_ID_RE if key == "miner_id" else _NAME_RE
+            pattern = MINER_ID_RE if key in ("miner_id", "mute_id") else _NAME_RE
             if pattern.match(got) is None:
                 return None
             params[key] = got
@@ -88,16 +90,25 @@ STATUS = TopicSpec(
     "the miner's state (online, offline, idle), on change and on every connect")
 INFO = TopicSpec(
     "info", "{base}/miners/{miner_id}/info", "MinerInfo", "collector",
-    "the miner's identity, on change and on every connect")
+    "the miner's identity and label, on change and on every connect")
+LABEL = TopicSpec(
+    "label", "{base}/miners/{miner_id}/label", "MinerLabel", "api",
+    "a label set through the api; the collector folds it into the miner's info")
 ALERT = TopicSpec(
     "alert", "{base}/alerts/{miner_id}/{rule}", "AlertEvent", "alerts",
-    "a rule firing or resolving for one miner")
+    "a rule firing or resolving for one miner, or a one-off event")
+MUTE = TopicSpec(
+    "mute", "{base}/mutes/{mute_id}", "Mute", "api",
+    "a mute of notifications until a time; empty when lifted (the alerts service "
+    "clears expired ones)")
 SERVICE = TopicSpec(
     "service", "{base}/services/{service}/status", "ServiceState", "every service",
     "online, or offline (also the service's Last Will)")
 
 #: The registry: every topic minerwatch publishes.
-TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, ALERT, SERVICE)
+TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL, ALERT, MUTE, SERVICE)
+#: The retained topics of one miner (what forgetting it clears, besides its alerts).
+MINER_TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL)
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
 #: Specs by (first level, number of levels): routing looks at one or two, not all.
 _BY_SHAPE: dict[tuple[str, int], tuple[TopicSpec, ...]] = {}
@@ -140,6 +151,14 @@ def info_topic(base: str, miner_id: str) -> str:
     return INFO.topic(base, miner_id=miner_id)
 
 
+def label_topic(base: str, miner_id: str) -> str:
+    return LABEL.topic(base, miner_id=miner_id)
+
+
+def mute_topic(base: str, mute_id: str) -> str:
+    return MUTE.topic(base, mute_id=mute_id)
+
+
 def alert_topic(base: str, miner_id: str, rule: str) -> str:
     return ALERT.topic(base, miner_id=miner_id, rule=rule)
 
@@ -150,7 +169,8 @@ def service_status_topic(base: str, service: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ParsedTopic:
-    """What a topic under ``{base}`` names. ``name`` is the rule or service, else None."""
+    """What a topic under ``{base}`` names. ``name`` is the rule, service or mute id,
+    else None."""
 
     kind: TopicName
     miner_id: str | None
@@ -162,7 +182,7 @@ class ParsedTopic:
 
 
 def match_topic(base: str, topic: str) -> tuple[TopicSpec, str | None, str | None] | None:
-    """(spec, miner id, rule or service name) of a topic of ours, else None: the routing
+    """(spec, miner id, rule, service or mute id) of a topic of ours, else None: the routing
     step of every message, so it returns a plain tuple."""
     start = len(base) + 1
     if not topic.startswith(base) or topic[start - 1:start] != "/":
@@ -171,7 +191,8 @@ def match_topic(base: str, topic: str) -> tuple[TopicSpec, str | None, str | Non
     for spec in _BY_SHAPE.get((levels[0], len(levels)), ()):
         params = spec.parse(levels)
         if params is not None:
-            return spec, params.get("miner_id"), params.get("rule") or params.get("service")
+            return spec, params.get("miner_id"), (
+                params.get("rule") or params.get("service") or params.get("mute_id"))
     return None
 
 
