@@ -6,8 +6,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 import pytest
 
+from minerwatch.sim.control import ControlApi
 from minerwatch.sim.fleet import Fleet
 
 
@@ -59,3 +61,15 @@ async def _cgminer_call(port: int, request: bytes, timeout: float = 2.0) -> byte
 def cg_call() -> CgCall:
     """Send one request to a CGMiner port and read until the miner closes."""
     return _cgminer_call
+
+
+@pytest.fixture
+async def control_client(fleet: Fleet) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on a running control API of ``fleet``."""
+    api = ControlApi(fleet, port=0)
+    await api.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.port}") as client:
+            yield client
+    finally:
+        await api.stop()

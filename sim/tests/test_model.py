@@ -9,7 +9,9 @@ from minerwatch.sim.cgminer import chip_status, parse_request
 from minerwatch.sim.model import (
     ANTMINER_S19_PRO,
     BITAXE_GAMMA,
+    Fault,
     MinerModel,
+    Stopwatch,
     hash_unit,
     value_noise,
 )
@@ -80,6 +82,47 @@ def test_shares_rise_and_pausing_freezes_them() -> None:
     assert model.shares(T0 + 1_500) == frozen
     assert model.shares(T0 + 1_600) > frozen
     assert model.mining_s(T0 + 1_600) == model.age_s(T0 + 1_600) - 500
+
+
+def test_stopwatch_adds_up_the_time_inside() -> None:
+    watch = Stopwatch()
+    assert watch.elapsed_s(100.0) == 0.0 and not watch.running
+    watch.set(True, 100.0)
+    watch.set(True, 150.0)  # already running: the start stays
+    assert watch.running and watch.elapsed_s(160.0) == 60.0
+    watch.set(False, 200.0)
+    watch.set(False, 250.0)
+    assert watch.elapsed_s(1_000.0) == 100.0
+    watch.set(True, 300.0)
+    assert watch.elapsed_s(310.0) == 110.0
+
+
+def test_counters_never_step_back_when_the_other_one_ticks() -> None:
+    model = bitaxe()
+    model.apply(Fault.NONE, T0)
+    counts = [model.shares(T0 + k * 0.5) for k in range(40_000)]
+    assert [a for a, _ in counts] == sorted(a for a, _ in counts)
+    assert counts[-1][1] > counts[0][1]  # rejects did tick meanwhile
+    model.apply(Fault.REJECTS, T0 + 20_000)
+    burst = [model.shares(T0 + 20_000 + k * 0.5) for k in range(4_000)]
+    assert [a for a, _ in burst] == sorted(a for a, _ in burst)
+    assert [r for _, r in burst] == sorted(r for _, r in burst)
+
+
+def test_lasting_faults_and_one_shots_in_the_model() -> None:
+    model = bitaxe()
+    model.apply(Fault.STALLED, T0 + 100)
+    frozen = model.hashrate_ghs(T0 + 100), model.shares(T0 + 100)
+    model.apply(Fault.STALLED, T0 + 200)  # again: the stall keeps its start
+    assert (model.hashrate_ghs(T0 + 900), model.shares(T0 + 900)) == frozen
+    assert model.uptime_s(T0 + 900) - model.uptime_s(T0 + 100) == 800
+    model.apply(Fault.BLOCK, T0 + 1_000)
+    assert model.condition is Fault.NONE and model.blocks_found == 1
+    assert model.hashrate_ghs(T0 + 1_010) != frozen[0]
+    best = model.best_ever(T0 + 1_000)
+    model.apply(Fault.BEST_DIFF, T0 + 1_000)
+    assert model.condition is Fault.NONE and model.best_ever(T0 + 1_000) > best * 1.2
+    assert model.session_best(T0 + 1_000) == model.best_ever(T0 + 1_000)
 
 
 def test_best_difficulty_never_goes_down() -> None:

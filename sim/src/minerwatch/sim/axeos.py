@@ -63,7 +63,9 @@ def system_info(miner: AxeOSMiner, now: float) -> dict[str, Any]:
     power = model.power(now)
     voltage = 5100.0 + 25.0 * model.noise(now, 72, 13.0)
     fan_pct = fan_percent(temp)
+    fan_rpm = max(0, round(fan_pct * 52 + 90 * model.noise(now, 77, 6.0)))
     accepted, rejected = model.shares(now)
+    condition = model.condition
     return {
         "power": round(power, 4),
         "voltage": round(voltage, 2),
@@ -77,8 +79,10 @@ def system_info(miner: AxeOSMiner, now: float) -> dict[str, Any]:
         "expectedHashrate": FREQUENCY_MHZ * SMALL_CORES / 1000,
         "bestDiff": int(model.best_ever(now)),
         "bestSessionDiff": int(model.session_best(now)),
+        # blocks found since boot (a 0/1 flag in v2.11-2.12, a count since v2.13)
+        "blockFound": model.blocks_found,
         "poolDifficulty": 1000,
-        "isUsingFallbackStratum": 0,
+        "isUsingFallbackStratum": 1 if condition is Fault.FALLBACK_POOL else 0,
         "isPSRAMAvailable": 1,
         "freeHeap": 8_200_000 + int(40_000 * model.noise(now, 73, 60.0)),
         "coreVoltage": CORE_VOLTAGE_MV,
@@ -122,8 +126,8 @@ def system_info(miner: AxeOSMiner, now: float) -> dict[str, Any]:
         "autofanspeed": 1,
         "fanspeed": fan_pct,
         "temptarget": 60,
-        "fanrpm": max(0, round(fan_pct * 52 + 90 * model.noise(now, 77, 6.0))),
-        "fan2rpm": 0,
+        "fanrpm": 0 if condition is Fault.FAN_STOPPED else fan_rpm,
+        "fan2rpm": 0,  # not fitted on a Gamma
         "statsFrequency": 0,
         "miningPaused": model.paused,
     }
@@ -133,7 +137,14 @@ def normalize(info: dict[str, Any]) -> dict[str, Any]:
     """The Sample-unit view of one info object (what a collector should publish)."""
     hashrate_ths = info["hashRate"] / 1000.0
     power_w = float(info["power"])
-    fans = [rpm for rpm in (info["fanrpm"], info["fan2rpm"]) if rpm > 0]
+    # the first fan is always fitted, so its 0 is a stopped fan; fan2rpm 0 is "no fan 2"
+    fans = [info["fanrpm"]] + ([info["fan2rpm"]] if info["fan2rpm"] > 0 else [])
+    fallback = info["isUsingFallbackStratum"] == 1
+    host, port = (
+        (info["fallbackStratumURL"], info["fallbackStratumPort"])
+        if fallback
+        else (info["stratumURL"], info["stratumPort"])
+    )
     return {
         "hashrate_ths": hashrate_ths,
         "expected_hashrate_ths": info["expectedHashrate"] / 1000.0,
@@ -146,8 +157,11 @@ def normalize(info: dict[str, Any]) -> dict[str, Any]:
         "shares_rejected": info["sharesRejected"],
         "best_diff": float(info["bestDiff"]),
         "uptime_s": info["uptimeSeconds"],
-        "pool_url": f"stratum+tcp://{info['stratumURL']}:{info['stratumPort']}",
+        "pool_url": f"stratum+tcp://{host}:{port}",
         "is_mining": not info["miningPaused"] and hashrate_ths > 0,
+        "pool_fallback": fallback,
+        "pool_connected": None,  # AxeOS has no field that says so
+        "blocks_found": info["blockFound"],
     }
 
 
@@ -295,7 +309,7 @@ class AxeOSMiner(SimMiner):
     def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
         return protocol_factory(self.handle, self._connections)
 
-    def handle(self, request: Request) -> Reply | None:
+    def handle(self, request: Request) -> Reply | Upgrade | None:
         if self.fault is Fault.TIMEOUT:
             return None
         if not origin_allowed(request.headers.get("origin")):

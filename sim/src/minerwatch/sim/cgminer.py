@@ -88,11 +88,17 @@ def pcb_temps(model: MinerModel, now: float, chips: list[list[int]]) -> list[lis
     ]
 
 
+STOPPED_FAN = 1  # the fan FAN_STOPPED stops: fan2 of fan1..fan4
+
+
 def fan_rpms(model: MinerModel, now: float) -> list[int]:
     hottest = model.temp_c(now)
     base = max(3_600.0, min(6_000.0, 4_200.0 + (hottest - 65.0) * 120.0))
+    stopped = STOPPED_FAN if model.condition is Fault.FAN_STOPPED else None
     return [
-        round(
+        0
+        if fan == stopped
+        else round(
             base
             + 120.0 * hash_unit(model.key, 4_000 + fan)  # each fan has its own speed
             + 60.0 * model.noise(now, 110 + fan, 8.0)
@@ -153,7 +159,7 @@ def summary_reply(model: MinerModel, now: float) -> dict[str, Any]:
                 "GHS 5s": _ghs_text(rate),
                 "GHS av": _ghs_text(average),
                 "GHS 30m": _ghs_text(average),
-                "Found Blocks": 0,
+                "Found Blocks": model.blocks_found,
                 "Getwork": accepted + rejected + 7,
                 "Accepted": accepted,
                 "Rejected": rejected,
@@ -249,43 +255,57 @@ def stats_reply(model: MinerModel, now: float) -> dict[str, Any]:
     }
 
 
+def pool_states(condition: Fault) -> tuple[list[str], int | None]:
+    """Each pool's ``Status`` and the number of the one in use (None: no pool connection).
+
+    Pools are listed in priority order, so number and ``Priority`` are the same.
+    """
+    if condition is Fault.POOL_DOWN:
+        return ["Dead"] * len(POOLS), None
+    if condition is Fault.FALLBACK_POOL:
+        return ["Dead"] + ["Alive"] * (len(POOLS) - 1), 1
+    return ["Alive"] * len(POOLS), 0
+
+
 def pools_reply(model: MinerModel, now: float, user: str) -> dict[str, Any]:
     accepted, rejected = model.shares(now)
+    states, in_use = pool_states(model.condition)
+    worked = 0 if in_use is None else in_use  # the pool the share counts belong to
     pools = []
     for number, url in enumerate(POOLS):
-        active = number == 0
+        counted = number == worked
         pools.append(
             {
                 "POOL": number,
                 "URL": url,
-                "Status": "Alive",
+                "Status": states[number],
                 "Priority": number,
                 "Quota": 1,
                 "Long Poll": "N",
-                "Getworks": accepted + rejected + 7 if active else 1,
-                "Accepted": accepted if active else 0,
-                "Rejected": rejected if active else 0,
-                "Discarded": 3 * (accepted + rejected) if active else 0,
+                "Getworks": accepted + rejected + 7 if counted else 1,
+                "Accepted": accepted if counted else 0,
+                "Rejected": rejected if counted else 0,
+                "Discarded": 3 * (accepted + rejected) if counted else 0,
                 "Stale": 0,
                 "Get Failures": 0,
                 "Remote Failures": 0,
                 "User": user,
-                "Last Share Time": "0:00:01" if active else "0",
+                "Last Share Time": "0:00:01" if counted else "0",
                 "Diff": "65.5K",
                 "Diff1 Shares": 0,
                 "Proxy Type": "",
                 "Proxy": "",
-                "Difficulty Accepted": float(accepted * POOL_DIFFICULTY) if active else 0.0,
-                "Difficulty Rejected": float(rejected * POOL_DIFFICULTY) if active else 0.0,
+                "Difficulty Accepted": float(accepted * POOL_DIFFICULTY) if counted else 0.0,
+                "Difficulty Rejected": float(rejected * POOL_DIFFICULTY) if counted else 0.0,
                 "Difficulty Stale": 0.0,
-                "Last Share Difficulty": float(POOL_DIFFICULTY) if active else 0.0,
+                "Last Share Difficulty": float(POOL_DIFFICULTY) if counted else 0.0,
                 "Has Stratum": True,
-                "Stratum Active": active,
+                "Stratum Active": number == in_use,
                 "Stratum URL": url.split("://", 1)[1].rsplit(":", 1)[0],
                 "Has GBT": False,
-                "Best Share": int(model.best_ever(now)) if active else 0,
+                "Best Share": int(model.best_ever(now)) if counted else 0,
                 "Pool Rejected%": round(100.0 * rejected / max(1, accepted + rejected), 4)
-                if active
+                if counted
                 else 0.0,
                 "Pool Stale%": 0.0,
             }
@@ -444,7 +464,11 @@ def normalize(report: dict[str, Any]) -> dict[str, Any]:
     """The Sample-unit view of version/summary/stats/pools replies taken together."""
     summary = report["summary"]["SUMMARY"][0]
     stats = report["stats"]["STATS"][1]
-    active = next(pool for pool in report["pools"]["POOLS"] if pool["Stratum Active"])
+    pools = report["pools"]["POOLS"]
+    active = next(
+        (pool for pool in pools if pool["Stratum Active"] and pool["Status"] == "Alive"), None
+    )
+    first = min(pool["Priority"] for pool in pools)
     hashrate_ths = float(summary["GHS 5s"]) / 1000.0
     return {
         "hashrate_ths": hashrate_ths,
@@ -458,6 +482,9 @@ def normalize(report: dict[str, Any]) -> dict[str, Any]:
         "shares_rejected": summary["Rejected"],
         "best_diff": float(summary["Best Share"]),
         "uptime_s": summary["Elapsed"],
-        "pool_url": active["URL"],
+        "pool_url": None if active is None else active["URL"],
         "is_mining": hashrate_ths > 0,
+        "pool_fallback": None if active is None else active["Priority"] > first,
+        "pool_connected": active is not None,
+        "blocks_found": summary["Found Blocks"],
     }

@@ -3,6 +3,24 @@
 ``GET /miners``, ``GET /miners/{name}``, ``POST /miners/{name}/fault`` with
 ``{"fault": "timeout"}``, ``POST /miners/{name}/temp`` with ``{"temp_c": 85}`` or null.
 Listens on 127.0.0.1 only.
+
+Faults (one at a time; ``none`` clears), for AxeOS and CGMiner miners alike unless said:
+
+- ``timeout``: connections accepted, never answered. ``refuse``: the port stops listening.
+- ``garbage``: replies that are not JSON. ``paused``: reachable, hashrate 0, shares still.
+- ``nolive``: AxeOS v2.14+ only: the live WebSocket drops and new ones get 503.
+- ``stalled``: still answering and claiming to mine, but the hashrate reading is frozen at
+  its value when the fault began and the share counters stop rising.
+- ``fan_stopped``: one fan reads 0 rpm (AxeOS ``fanrpm``, CGMiner ``fan2``).
+- ``rejects``: a burst of rejects: 20 % of the shares found meanwhile are rejected.
+- ``fallback_pool``: mining on the fallback pool (AxeOS ``isUsingFallbackStratum: 1``;
+  CGMiner pool 0 ``Dead``, pool 1 the active one).
+- ``pool_down``: no pool connection: share counters stop; CGMiner lists every pool ``Dead``
+  (AxeOS has no field for it).
+- ``block`` and ``best_diff`` are one-shots: the found-blocks counter rises by one, or a new
+  all-time best difficulty appears; the miner then reads back ``none``.
+
+The reply is the miner's state, whose ``fault`` is the one now in force.
 """
 
 from __future__ import annotations

@@ -80,8 +80,9 @@ class SimMiner:
         await self._unlisten()
 
     async def set_fault(self, fault: Fault | str) -> None:
-        fault = Fault(fault)
-        self.model.set_paused(fault is Fault.PAUSED, self.clock())
+        """Switch to ``fault``; a one-shot (block, best_diff) acts and leaves ``none``."""
+        self.model.apply(Fault(fault), self.clock())
+        fault = self.model.condition
         previous, self._fault = self._fault, fault
         if fault is Fault.REFUSE and previous is not Fault.REFUSE:
             await self._unlisten()
@@ -143,7 +144,10 @@ class SimMiner:
             server.close()
         # A device that went away takes its open connections with it.
         for transport in list(self._connections):
-            transport.abort()
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()  # at once, unsent data dropped: the device is gone
+            else:
+                transport.close()
         self._connections.clear()
         if server is not None:
             await server.wait_closed()

@@ -17,7 +17,11 @@ _MASK64 = (1 << 64) - 1
 
 
 class Fault(StrEnum):
-    """What is wrong with a miner's API, switched on from tests or the control API."""
+    """What is wrong with a miner, switched on from tests or the control API.
+
+    One at a time: a new fault replaces the previous one. The one-shot faults (``ONE_SHOT``)
+    change a counter once and then leave the miner at ``none``.
+    """
 
     NONE = "none"
     TIMEOUT = "timeout"  # accept connections, never answer
@@ -25,6 +29,21 @@ class Fault(StrEnum):
     GARBAGE = "garbage"  # answer with bytes that are not valid JSON
     PAUSED = "paused"  # reachable but not hashing
     NO_LIVE = "nolive"  # AxeOS live WebSocket down: open ones drop, new ones get 503
+    STALLED = "stalled"  # claims to mine, hashrate reading frozen, share counters stopped
+    FAN_STOPPED = "fan_stopped"  # one fan reads 0 rpm, the others normal
+    REJECTS = "rejects"  # a burst of rejects: BURST_REJECT_RATIO of new shares rejected
+    FALLBACK_POOL = "fallback_pool"  # mining on the fallback pool, the first one dead
+    POOL_DOWN = "pool_down"  # no pool connection: every pool dead, no shares
+    BLOCK = "block"  # one-shot: the found-blocks counter rises by one
+    BEST_DIFF = "best_diff"  # one-shot: a new all-time best difficulty
+
+
+#: Faults that act once when set and then read back as ``none``.
+ONE_SHOT = frozenset({Fault.BLOCK, Fault.BEST_DIFF})
+#: Faults during which no share is found (the share counters stand still).
+NO_SHARES = frozenset({Fault.STALLED, Fault.POOL_DOWN})
+#: The share of new shares rejected during a REJECTS burst: far above any healthy miner.
+BURST_REJECT_RATIO = 0.2
 
 
 def _mix64(value: int) -> int:
@@ -106,6 +125,31 @@ def _draw(rng: random.Random, bounds: tuple[float, float]) -> float:
 
 
 @dataclass(slots=True)
+class Stopwatch:
+    """Total time spent in some condition (paused, stalled...), so values stay functions of
+    ``now``: the time inside is subtracted instead of anything ticking."""
+
+    total_s: float = 0.0
+    since: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.since is not None
+
+    def set(self, running: bool, now: float) -> None:
+        if running and self.since is None:
+            self.since = now
+        elif not running and self.since is not None:
+            self.total_s += max(0.0, now - self.since)
+            self.since = None
+
+    def elapsed_s(self, now: float) -> float:
+        if self.since is None:
+            return self.total_s
+        return self.total_s + max(0.0, now - self.since)
+
+
+@dataclass(slots=True)
 class MinerModel:
     """One miner's nominal values plus the little state that time alone cannot give."""
 
@@ -122,8 +166,14 @@ class MinerModel:
     session_best_diff: float
     all_time_best_diff: float
     power_w: float
-    paused_total_s: float = 0.0
-    paused_since: float | None = None
+    condition: Fault = Fault.NONE  # the lasting fault in force (never a one-shot)
+    pause_clock: Stopwatch = field(default_factory=Stopwatch)
+    no_share_clock: Stopwatch = field(default_factory=Stopwatch)  # stalled or pool down
+    burst_clock: Stopwatch = field(default_factory=Stopwatch)  # rejects burst
+    stalled_at: float | None = None  # the readings frozen by STALLED are those of this time
+    best_floor: float = 0.0  # the best set by BEST_DIFF; the session best never falls below
+    new_bests: int = 0
+    blocks_found: int = 0
     temp_override: float | None = field(default=None)
 
     @classmethod
@@ -155,21 +205,54 @@ class MinerModel:
 
     @property
     def paused(self) -> bool:
-        return self.paused_since is not None
+        return self.pause_clock.running
+
+    @property
+    def stalled(self) -> bool:
+        return self.stalled_at is not None
 
     def set_paused(self, paused: bool, now: float) -> None:
         """Pausing freezes share counters; the model keeps how long it was paused."""
-        if paused and self.paused_since is None:
-            self.paused_since = now
-        elif not paused and self.paused_since is not None:
-            self.paused_total_s += max(0.0, now - self.paused_since)
-            self.paused_since = None
+        self.pause_clock.set(paused, now)
+
+    def apply(self, fault: Fault, now: float) -> None:
+        """Put ``fault`` in force at ``now``: one-shots act once and leave ``none``.
+
+        Setting the fault already in force changes nothing (a stall keeps its frozen values).
+        """
+        if fault is Fault.BLOCK:
+            self.blocks_found += 1
+            fault = Fault.NONE
+        elif fault is Fault.BEST_DIFF:
+            self.raise_best(now)
+            fault = Fault.NONE
+        self.condition = fault
+        self.pause_clock.set(fault is Fault.PAUSED, now)
+        self.no_share_clock.set(fault in NO_SHARES, now)
+        self.burst_clock.set(fault is Fault.REJECTS, now)
+        if fault is not Fault.STALLED:
+            self.stalled_at = None
+        elif self.stalled_at is None:
+            self.stalled_at = now
+
+    def raise_best(self, now: float) -> None:
+        """A share better than any before: 1.25 to 2.25 times the best so far."""
+        bump = 1.25 + (hash_unit(self.key, 6_000 + self.new_bests) + 1.0) / 2.0
+        self.new_bests += 1
+        best = float(int(self.best_ever(now) * bump) + 1)
+        self.all_time_best_diff = best
+        self.best_floor = best
 
     def mining_s(self, now: float) -> float:
-        paused = self.paused_total_s
-        if self.paused_since is not None:
-            paused += max(0.0, now - self.paused_since)
-        return max(0.0, self.age_s(now) - paused)
+        return max(0.0, self.age_s(now) - self.pause_clock.elapsed_s(now))
+
+    def share_s(self, now: float) -> float:
+        """Time spent finding shares: mining, not stalled, with a pool to send them to."""
+        return max(0.0, self.mining_s(now) - self.no_share_clock.elapsed_s(now))
+
+    def reading_time(self, now: float) -> float:
+        """The time the hashrate reading is taken at: a stall freezes it where it began."""
+        return now if self.stalled_at is None else self.stalled_at
 
     # -- values -------------------------------------------------------------------------
 
@@ -180,8 +263,9 @@ class MinerModel:
         """Short-window hashrate: a few percent of slow drift plus faster jitter; 0 paused."""
         if self.paused:
             return 0.0
-        wobble = 0.02 * self.noise(now, 10 + channel, 90.0) + 0.015 * self.noise(
-            now, 20 + channel, 3.0
+        at = self.reading_time(now)
+        wobble = 0.02 * self.noise(at, 10 + channel, 90.0) + 0.015 * self.noise(
+            at, 20 + channel, 3.0
         )
         return self.nominal_ghs * (1.0 + wobble)
 
@@ -215,16 +299,24 @@ class MinerModel:
         return setpoint + warm_up + jitter
 
     def shares(self, now: float) -> tuple[int, int]:
-        """(accepted, rejected), both only ever rising while mining."""
-        found = self.share_rate_per_s * self.mining_s(now) + self.share_phase
-        rejected = int(found * self.reject_ratio)
-        return int(found) - rejected, rejected
+        """(accepted, rejected), each only ever rising; still while no share is found.
+
+        Both are floors of non-decreasing sums, so neither ever steps back by one when the
+        other ticks; a rejects burst rejects ``BURST_REJECT_RATIO`` of what it finds.
+        """
+        burst_s = self.burst_clock.elapsed_s(now)
+        normal = self.share_rate_per_s * max(0.0, self.share_s(now) - burst_s) + self.share_phase
+        burst = self.share_rate_per_s * burst_s
+        rejected = normal * self.reject_ratio + burst * BURST_REJECT_RATIO
+        accepted = normal * (1.0 - self.reject_ratio) + burst * (1.0 - BURST_REJECT_RATIO)
+        return int(accepted), int(rejected)
 
     def session_best(self, now: float) -> float:
         """Best share since boot: steps up at ever longer intervals, never goes down."""
-        level = int(math.log2(1.0 + self.mining_s(now) / 600.0))
+        level = int(math.log2(1.0 + self.share_s(now) / 600.0))
         bump = (hash_unit(self.key, 1_000 + level) + 1.0) / 4.0  # [0, 0.5)
-        return float(int(self.session_best_diff * (2**level) * (1.0 + bump)))
+        natural = float(int(self.session_best_diff * (2**level) * (1.0 + bump)))
+        return max(natural, self.best_floor)
 
     def best_ever(self, now: float) -> float:
         return max(self.all_time_best_diff, self.session_best(now))
