@@ -378,3 +378,21 @@ async def test_live_push_agrees_with_polling_under_every_new_fault(clock: Manual
                 assert state["bestDiff"] > best
         finally:
             await api.stop()
+
+
+async def test_slow_hashes_at_half_rate_and_recovers(
+    fleet: Fleet, control_client: httpx.AsyncClient, cg_call: CgCall
+) -> None:
+    axeos, cgminer = fleet.by_name("axeos-1"), fleet.by_name("cgminer-1")
+    normal_ax = (await info(axeos))["hashRate"]
+    normal_cg = float((await cg(cgminer, cg_call))["summary"]["GHS 5s"])
+    await switch(control_client, "axeos-1", "slow")
+    await switch(control_client, "cgminer-1", "slow")
+    slow_ax = (await info(axeos))["hashRate"]
+    slow_cg = float((await cg(cgminer, cg_call))["summary"]["GHS 5s"])
+    # Half of nominal, give or take the few percent of wobble both readings carry.
+    assert 0.4 < slow_ax / normal_ax < 0.6 and 0.4 < slow_cg / normal_cg < 0.6
+    assert (await info(axeos))["expectedHashrate"] > 1.5 * slow_ax  # it should do more
+    await switch(control_client, "axeos-1", "none")
+    await switch(control_client, "cgminer-1", "none")
+    assert (await info(axeos))["hashRate"] > 0.9 * normal_ax

@@ -36,10 +36,13 @@ class Fault(StrEnum):
     POOL_DOWN = "pool_down"  # no pool connection: every pool dead, no shares
     BLOCK = "block"  # one-shot: the found-blocks counter rises by one
     BEST_DIFF = "best_diff"  # one-shot: a new all-time best difficulty
+    SLOW = "slow"  # hashing at SLOW_FACTOR of its nominal rate (a failing board, a bad PSU)
 
 
 #: Faults that act once when set and then read back as ``none``.
 ONE_SHOT = frozenset({Fault.BLOCK, Fault.BEST_DIFF})
+#: The share of its nominal hashrate a SLOW miner reaches.
+SLOW_FACTOR = 0.5
 #: Faults during which no share is found (the share counters stand still).
 NO_SHARES = frozenset({Fault.STALLED, Fault.POOL_DOWN})
 #: The share of new shares rejected during a REJECTS burst: far above any healthy miner.
@@ -260,14 +263,16 @@ class MinerModel:
         return value_noise(channel_key(self.key, channel), self.age_s(now), period_s)
 
     def hashrate_ghs(self, now: float, channel: int = 0) -> float:
-        """Short-window hashrate: a few percent of slow drift plus faster jitter; 0 paused."""
+        """Short-window hashrate: a few percent of slow drift plus faster jitter; 0 paused,
+        SLOW_FACTOR of it slow."""
         if self.paused:
             return 0.0
         at = self.reading_time(now)
         wobble = 0.02 * self.noise(at, 10 + channel, 90.0) + 0.015 * self.noise(
             at, 20 + channel, 3.0
         )
-        return self.nominal_ghs * (1.0 + wobble)
+        factor = SLOW_FACTOR if self.condition is Fault.SLOW else 1.0
+        return self.nominal_ghs * factor * (1.0 + wobble)
 
     def average_ghs(self, now: float) -> float:
         """Lifetime average: nominal, diluted by time spent paused."""
