@@ -1,5 +1,6 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright): the fleet from
-the database, then live updates from the broker without a reload."""
+the database, then live updates from the broker without a reload. The truth of what it
+shows (stale, the banner, labels, forget, mute) is in ``test_api_dashboard_truth``."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ SCREENSHOT = "/tmp/dashboard.png"
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.fixture
@@ -82,7 +84,8 @@ async def test_dashboard_shows_the_fleet_and_updates_live(
             MinerInfo(miner_id="bitaxe-1", driver="axeos", host="10.0.0.5", port=80,
                       make="Bitaxe", model="Gamma 601", firmware="v2.4.2", hostname="bitaxe"),
             MinerInfo(miner_id="s19-rack2", driver="cgminer", host="10.0.0.20", port=4028,
-                      make="Antminer", model="S19j Pro", firmware="2023.05", hostname="s19"),
+                      make="Antminer", model="S19j Pro", firmware="2023.05", hostname="s19",
+                      label="Rack 2 · S19"),
             MinerInfo(miner_id="nerdq-3", driver="axeos", host="10.0.0.7", port=80,
                       make="NerdQAxe", model="NerdQAxe++", hostname="nerdqaxe"),
         ],
@@ -95,6 +98,8 @@ async def test_dashboard_shows_the_fleet_and_updates_live(
     )
     async with start_api() as api:
         base = api.base
+        # The collector runs: what it published last is live.
+        await publish(f"{base}/services/collector/status", "online", retain=True)
         page = await browser.new_page(viewport={"width": 1360, "height": 620})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -102,13 +107,19 @@ async def test_dashboard_shows_the_fleet_and_updates_live(
 
         # The fleet from the database.
         await expect(page.locator("tr[data-miner]")).to_have_count(3)
-        await expect(row(page, "bitaxe-1", "name")).to_contain_text("bitaxe (bitaxe-1)")
+        # No label: the id is the name, the host beside it; a label comes first, the id small.
+        await expect(row(page, "bitaxe-1", "name").locator(".name")).to_have_text("bitaxe-1")
+        await expect(row(page, "bitaxe-1", "name")).to_contain_text("bitaxe · 10.0.0.5:80")
+        await expect(row(page, "s19-rack2", "name").locator(".name")).to_have_text("Rack 2 · S19")
+        await expect(row(page, "s19-rack2", "name").locator(".id")).to_have_text("s19-rack2")
         await expect(row(page, "bitaxe-1", "model")).to_contain_text("Bitaxe Gamma 601")
         await expect(row(page, "bitaxe-1", "hashrate")).to_have_text("1.21TH/s")
         await expect(row(page, "bitaxe-1", "efficiency")).to_have_text("14.8J/TH")
         await expect(row(page, "s19-rack2", "fans")).to_contain_text("5,400 · 5,460")
-        await expect(row(page, "nerdq-3", "state")).to_contain_text("offline")
-        await expect(page.locator("#total-online")).to_have_text("2 / 3")
+        await expect(row(page, "nerdq-3", "state")).to_contain_text("Offline")
+        await expect(row(page, "nerdq-3", "state")).to_contain_text("connection refused")
+        await expect(page.locator("#total-online")).to_have_text("2 / 3 online")
+        await expect(page.locator("#banner")).to_be_hidden()
         await expect(page.locator("#link")).to_have_text("live")
 
         # A new sample on the broker changes the hashrate cell, no reload.
@@ -124,9 +135,9 @@ async def test_dashboard_shows_the_fleet_and_updates_live(
         offline = MinerStatus(state="offline", reason="timeout", since=format_ts(datetime.now(UTC)),
                               last_seen=live.ts, failures=3)
         await publish(f"{base}/miners/s19-rack2/status", encode(offline), retain=True)
-        await expect(row(page, "s19-rack2", "state")).to_contain_text("offline")
-        await expect(page.locator('tr[data-miner="s19-rack2"]')).to_have_class("stale")
-        await expect(page.locator("#total-online")).to_have_text("1 / 3")
+        await expect(row(page, "s19-rack2", "state")).to_contain_text("Offline")
+        await expect(page.locator('tr[data-miner="s19-rack2"]')).to_have_class("not-live")
+        await expect(page.locator("#total-online")).to_have_text("1 / 3 online")
         await expect(page.locator("#total-hashrate")).to_have_text("1.37TH/s")
         # ... and back online for the screenshot, with a firing alert to show.
         online = MinerStatus(state="online", since=format_ts(datetime.now(UTC)), last_seen=live.ts)
@@ -137,8 +148,9 @@ async def test_dashboard_shows_the_fleet_and_updates_live(
         await publish(f"{base}/alerts/s19-rack2/overheat", encode(alert), retain=True)
         await expect(page.locator("#alert-list li")).to_have_count(1)
         await expect(page.locator("#alert-list li")).to_contain_text("temp_c 77.5 > 75")
+        await expect(page.locator("#alert-list li strong")).to_have_text("Rack 2 · S19")
         await expect(page.locator("#total-alerts")).to_have_text("1")
-        await expect(page.locator("#total-online")).to_have_text("2 / 3")
+        await expect(page.locator("#total-online")).to_have_text("2 / 3 online")
         await page.screenshot(path=SCREENSHOT, full_page=True)
 
         # A resolved alert leaves the list.
@@ -166,9 +178,13 @@ async def test_dashboard_reconnects_after_an_api_restart(
         await expect(page.locator("#link")).to_have_text("live")
         await expect(row(page, "bitaxe-1", "hashrate")).to_have_text("1.10TH/s")
     await expect(page.locator("#link")).to_have_text("reconnecting…")
+    api_line = page.locator('#banner p[data-service="api"]')
+    await expect(api_line).to_contain_text("The connection to the api is down since")
+    await expect(api_line).to_contain_text("the numbers below are not live")
 
     async with start_api(port=port) as api:
         await expect(page.locator("#link")).to_have_text("live", timeout=10000)
+        await expect(api_line).to_have_count(0)
         sample = make_sample("bitaxe-1", format_ts(datetime.now(UTC)), 2.2)
         await publish(f"{api.base}/miners/bitaxe-1/sample", encode(sample))
         await expect(row(page, "bitaxe-1", "hashrate")).to_have_text("2.20TH/s")
