@@ -16,7 +16,7 @@ from minerwatch.alerts.rules import (
     validate_rules,
 )
 from minerwatch.shared import fields
-from minerwatch.shared.config import ConfigError, RuleConfig, default_rules
+from minerwatch.shared.config import ConfigError, RuleConfig
 from minerwatch.shared.schemas import AlertEvent, Sample, format_ts
 
 T0 = 1_800_000_000.0  # 2027-01-15, any fixed instant will do
@@ -129,11 +129,13 @@ def test_event_fields_and_messages() -> None:
     [firing] = evaluator.evaluate("m1", 78.2, T0 + 60, ts_at(60))
     assert firing == AlertEvent(miner_id="m1", rule="overheat", state="firing",
                                 severity="critical", value=78.2, threshold=75.0,
-                                message="temp_c 78.2 > 75 for 60 s", ts=ts_at(60))
+                                message="temp_c 78.2 > 75 for 60 s", ts=ts_at(60),
+                                since=ts_at(0))
     [resolved] = evaluator.evaluate("m1", 71.5, T0 + 150, ts_at(150))
     assert resolved.state == "resolved"
     assert resolved.value == 71.5
     assert resolved.ts == ts_at(150)
+    assert resolved.since == ts_at(0)  # when the condition that fired began
     assert resolved.message == ("temp_c 71.5 <= 72 (threshold 75, hysteresis 3), "
                                 "resolved after 90 s")
 
@@ -247,7 +249,7 @@ def test_numeric_fields_are_the_numbers_of_a_sample() -> None:
 
 
 def test_validate_rules_names_the_bad_field() -> None:
-    validate_rules(default_rules())
+    validate_rules([rule(), rule(name="vr", field="vr_temp_c", threshold=90)])
     with pytest.raises(ConfigError) as err:
         RuleSet([rule(field="tmp_c")])
     assert str(err.value).startswith(

@@ -1,13 +1,27 @@
-"""minerwatch-alerts: evaluates threshold rules on live samples, publishes and notifies.
+"""minerwatch-alerts: judges the fleet by the built-in and free rules, publishes, notifies.
 
-Subscribes (QoS 1) to ``{base}/miners/+/sample`` and evaluates every rule on each sample,
-with the sample's own ``ts`` as the rule clock (see ``rules``). Each event is published
-retained, QoS 1, on ``{base}/alerts/{miner_id}/{rule}`` and handed to Apprise.
+Subscribes (QoS 1), in this order, so the retained state of each arrives before what
+depends on it:
 
-At start it also subscribes to ``{base}/alerts/+/+`` (MQTT v5 no-local, so its own events do
-not come back): the retained events there restore which alerts are already firing, so a
-restart does not fire them again. Only retained deliveries are used for that; live events
-from elsewhere never override state built from samples.
+1. ``{base}/alerts/+/+`` (MQTT v5 no-local, so its own events do not come back): the
+   retained events restore which alerts are firing and the best difficulty and block
+   count already announced, so a restart neither fires nor notifies them again. Only
+   retained deliveries are used; live events from elsewhere never override state;
+2. ``{base}/mutes/+`` (no-local): the mutes in force (``mutes.Mutes``);
+3. ``{base}/miners/+/info``: labels, makes and models (overrides, per-model limits); an
+   empty payload (a forgotten miner) drops everything known of it;
+4. ``{base}/services/+/status``: ``service_down``;
+5. ``{base}/miners/+/status``: ``offline``, ``not_hashing``;
+6. ``{base}/miners/+/sample``: the sample rules and the free ``[[alerts.rules]]``, on the
+   sample's own ``ts`` as the clock.
+
+A tick every second runs what time alone decides (``engine.Evaluator.tick``) and clears,
+with an empty retained payload, every mute whose ``until`` has passed.
+
+Each event is published retained, QoS 1, on ``{base}/alerts/{miner_id}/{rule}`` with
+``muted`` set when a mute matches it, and handed to the notifier unless muted. At start
+the hourly rollups of the last day are read from ``[database] url`` (read only) to seed
+the hashrate baselines; a database that does not open is one warning line.
 
 Every message goes through ``shared.messages.decode_message``; what it rejects, and
 samples stamped too far in the future, are counted and logged rate-limited by a
@@ -15,8 +29,9 @@ samples stamped too far in the future, are counted and logged rate-limited by a
 last-resort guard in ``consume``), logged the same way, and the session goes on.
 
 Every session starts by republishing, retained, the event of each alert that is firing
-(fired here or recovered at start), so a broker that lost its retained messages is whole
-again after one reconnect. Republishing notifies no one: only new events are notified.
+(fired here or recovered at start) and the latest one-off event of each miner, so a broker
+that lost its retained messages is whole again after one reconnect. Republishing notifies
+no one: only new events are notified.
 """
 
 from __future__ import annotations
@@ -26,8 +41,12 @@ import logging
 import time
 from collections.abc import Iterable
 
+from minerwatch.alerts.baseline import HOUR_S, HOURS
+from minerwatch.alerts.engine import Evaluator
+from minerwatch.alerts.history import seed_hourly
+from minerwatch.alerts.mutes import Mutes
 from minerwatch.alerts.notify import Notifier
-from minerwatch.alerts.rules import RuleSet, ts_seconds
+from minerwatch.alerts.rules import ts_seconds
 from minerwatch.shared.config import Config
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Rejected, decode_message
@@ -35,9 +54,20 @@ from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.mqtt.packets import Message, Subscription
 from minerwatch.shared.mqtt.protocol import MqttClient
 from minerwatch.shared.rejects import RejectLog
-from minerwatch.shared.schemas import AlertEvent, Sample, encode
+from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Mute, Sample, encode
 from minerwatch.shared.service import run_service
-from minerwatch.shared.topics import ALERT, SAMPLE, alert_topic
+from minerwatch.shared.topics import (
+    ALERT,
+    INFO,
+    MUTE,
+    SAMPLE,
+    STATUS,
+    alert_topic,
+    mute_topic,
+)
+from minerwatch.shared.topics import (
+    SERVICE as SERVICE_TOPIC,
+)
 
 SERVICE = "alerts"
 log = logging.getLogger("minerwatch.alerts")
@@ -53,52 +83,84 @@ RECEIVE_MAXIMUM = 100
 #: The reject kind of a message whose handling raised what nothing foresaw.
 UNHANDLED = "unhandled"
 
+#: How often the time-driven rules and the mute expiry run.
+TICK_S = 1.0
+
 
 class AlertService:
-    """Rules, notifier and MQTT session of one alerts process."""
+    """Engine, mutes, notifier and MQTT session of one alerts process."""
 
-    def __init__(self, config: Config, *, notify_timeout_s: float = 10.0) -> None:
+    def __init__(self, config: Config, *, notify_timeout_s: float = 10.0,
+                 tick_s: float = TICK_S) -> None:
+        self.config = config
         self.base = config.mqtt.base_topic
-        self.rules = RuleSet(config.alerts.rules)  # ConfigError on a bad rule
-        self.notifier = Notifier(
-            config.alerts.notify, config.alerts.rules, timeout_s=notify_timeout_s
-        )
+        self.evaluator = Evaluator(config.alerts)  # ConfigError on a bad rule
+        self.notifier = Notifier(config.alerts, public_url=config.api.public_url,
+                                 timeout_s=notify_timeout_s)
+        self.mutes = Mutes()
         self.link = MqttLink(config.mqtt, SERVICE, receive_maximum=RECEIVE_MAXIMUM)
         self.rejects = RejectLog(log)
+        self.tick_s = tick_s
         #: Set once the first session has subscribed (tests and health checks wait on it).
         self.subscribed = asyncio.Event()
         #: Sessions started so far (each one republishes the firing alerts).
         self.sessions = 0
-        # The latest event of each alert topic whose alert is firing: republished, retained,
-        # at every session start, so a broker that lost its retained store is whole again.
+        #: Rows the baselines were seeded from (-1: the database did not open), once done.
+        self.seeded: int | None = None
+        # The latest event of each alert topic whose alert is firing, and the latest one-off
+        # event of each: republished, retained, at every session start.
         self._firing: dict[str, AlertEvent] = {}
+        self._events: dict[str, AlertEvent] = {}
         # Events not yet acknowledged by the broker, latest per alert topic: sent on reconnect.
         self._unpublished: dict[str, AlertEvent] = {}
 
     async def run(self) -> None:
+        seeding = asyncio.create_task(self.seed())
         try:
             await self.link.run(self.session)
         finally:
+            seeding.cancel()
+            await asyncio.gather(seeding, return_exceptions=True)
             self.rejects.close()
             await self.notifier.drain(timeout_s=2.0)
 
+    async def seed(self) -> None:
+        """The hashrate baselines from the last day of hourly rollups (never raises)."""
+        since = time.time() - (HOURS + 1) * HOUR_S
+        try:
+            self.seeded = await seed_hourly(self.config.database.url, since,
+                                            self.evaluator.seed_hourly)
+        except Exception as exc:  # a bug in seeding must not stop the alerts
+            log.warning("hashrate baselines start empty: %s: %s", type(exc).__name__,
+                        one_line(exc))
+            self.seeded = -1
+
     async def session(self, client: MqttClient) -> None:
-        # Alerts first: the broker answers subscriptions in order, so the retained alerts
-        # are restored before the retained samples are evaluated. No-local: our own events
-        # do not come back.
+        # The broker answers subscriptions in order, so each retained state is in before
+        # what depends on it (see the module docstring). No-local: our own events and
+        # mute clearings do not come back.
         await client.subscribe([Subscription(ALERT.filter(self.base), qos=1, no_local=True)])
-        await client.subscribe([Subscription(SAMPLE.filter(self.base), qos=1)])
+        await client.subscribe([Subscription(MUTE.filter(self.base), qos=1, no_local=True)])
+        for spec in (INFO, SERVICE_TOPIC, STATUS, SAMPLE):
+            await client.subscribe([Subscription(spec.filter(self.base), qos=1)])
         self.sessions += 1
         self.subscribed.set()
         await self.publish(client, self.republished())
-        async for message in client.messages:
-            await self.publish(client, self.consume(message))
-            client.ack(message)
+        ticker = asyncio.create_task(self.ticker(client))
+        try:
+            async for message in client.messages:
+                await self.publish(client, self.consume(message))
+                client.ack(message)
+        finally:
+            # ``messages`` ends by raising when the connection goes: that error (not the
+            # ticker's, which fails the same way) is what ends the session.
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
 
     def republished(self) -> list[AlertEvent]:
-        """What a new session publishes first: every firing alert's event, and any event
-        the broker has not acknowledged yet (a resolve included)."""
-        return list({**self._firing, **self._unpublished}.values())
+        """What a new session publishes first: every firing alert's event, the latest
+        one-off events, and any event the broker has not acknowledged yet."""
+        return list({**self._events, **self._firing, **self._unpublished}.values())
 
     async def publish(self, client: MqttClient, events: Iterable[AlertEvent]) -> None:
         for event in events:
@@ -106,6 +168,24 @@ class AlertService:
             await client.publish(topic, encode(event), qos=1, retain=True)
             if self._unpublished.get(topic) is event:
                 del self._unpublished[topic]
+
+    async def ticker(self, client: MqttClient) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = time.time()
+            await self.publish(client, self.tick(now))
+            for mute_id in self.mutes.expired(now):
+                log.info("mute %s expired: cleared", mute_id)
+                await client.publish(mute_topic(self.base, mute_id), b"", qos=1, retain=True)
+
+    def tick(self, now: float) -> list[AlertEvent]:
+        try:
+            return self.take(self.evaluator.tick(now), now)
+        except Exception as exc:  # a bug in one tick costs that tick, never the session
+            self.rejects.note(UNHANDLED, f"tick failed: {type(exc).__name__}: "
+                                         f"{one_line(exc)}")
+            log.debug("a tick failed", exc_info=True)
+            return []
 
     def consume(self, message: Message) -> list[AlertEvent]:
         """``handle`` behind the last-resort guard: whatever handling one message raises
@@ -119,67 +199,123 @@ class AlertService:
             return []
 
     def handle(self, topic: str, payload: bytes, *, retained: bool) -> list[AlertEvent]:
-        """The events one incoming message causes (and notifications started for them)."""
+        """The new events one incoming message causes (notifications started for them)."""
         decoded = decode_message(self.base, topic, payload)
         if isinstance(decoded, Rejected):
             self.rejects.note(decoded.kind, str(decoded))
             return []
         message = decoded.message
-        if isinstance(message, AlertEvent):
-            if retained:  # live events from elsewhere never override state from samples
-                self.recover(topic, message)
+        now = time.time()
+        if message is None:  # an empty payload: a retained message deleted
+            if decoded.spec is INFO and decoded.miner_id is not None:
+                self.forget(decoded.miner_id)
+            elif decoded.spec is MUTE and decoded.name is not None:
+                self.mutes.lift(decoded.name)
             return []
         if isinstance(message, Sample):
-            return self.evaluate(topic, message)
-        return []  # an empty payload: a retained message deleted
+            return self.evaluate(topic, message, now)
+        if isinstance(message, MinerStatus) and decoded.miner_id is not None:
+            return self.status(topic, decoded.miner_id, message, now)
+        if isinstance(message, MinerInfo):
+            if self.admitted(INFO.name, topic, message.miner_id):
+                self.evaluator.on_info(message)
+            return []
+        if isinstance(message, AlertEvent):
+            if retained:  # live events from elsewhere never override state
+                self.recover(topic, message)
+            return []
+        if isinstance(message, Mute):
+            refused = self.mutes.apply(message)
+            if refused is not None:
+                self.rejects.note(MUTE.name, f"{topic[:200]}: {refused}")
+            return []
+        if isinstance(message, str) and decoded.name is not None:
+            return self.take(self.evaluator.on_service(decoded.name, message, now), now)
+        return []
 
     def admitted(self, kind: str, topic: str, miner_id: str) -> bool:
-        """Whether the rules keep state for this miner; a reject line if not."""
-        if self.rules.admits(miner_id):
+        """Whether the engine keeps state for this miner; a reject line if not."""
+        if self.evaluator.admits(miner_id):
             return True
         self.rejects.note(kind, f"{topic[:200]}: a new miner past the "
-                                f"{self.rules.max_miners} the rules keep")
+                                f"{self.evaluator.max_miners} the rules keep")
         return False
 
-    def evaluate(self, topic: str, sample: Sample) -> list[AlertEvent]:
+    def evaluate(self, topic: str, sample: Sample, now: float) -> list[AlertEvent]:
         if not self.admitted(SAMPLE.name, topic, sample.miner_id):
             return []
         try:
-            ahead = ts_seconds(sample.ts) - time.time()
+            ahead = ts_seconds(sample.ts) - now
             if ahead > MAX_FUTURE_S:
                 self.rejects.note(SAMPLE.name, f"{topic[:200]}: ts {sample.ts} is "
                                                f"{ahead:.0f} s in the future")
                 return []
-            events = self.rules.evaluate(sample)
+            events = self.evaluator.on_sample(sample)
         except (ValueError, OverflowError) as exc:
             self.rejects.note(SAMPLE.name, f"{topic[:200]}: bad ts {sample.ts!r}: "
                                            f"{one_line(exc)}")
             return []
+        return self.take(events, now)
+
+    def status(self, topic: str, miner_id: str, status: MinerStatus, now: float
+               ) -> list[AlertEvent]:
+        if not self.admitted(STATUS.name, topic, miner_id):
+            return []
+        try:
+            events = self.evaluator.on_status(miner_id, status, now)
+        except (ValueError, OverflowError) as exc:
+            self.rejects.note(STATUS.name, f"{topic[:200]}: bad since {status.since!r}: "
+                                           f"{one_line(exc)}")
+            return []
+        return self.take(events, now)
+
+    def take(self, events: list[AlertEvent], now: float) -> list[AlertEvent]:
+        """New events: muted where a mute matches, remembered, logged, notified."""
         for event in events:
-            event_topic = alert_topic(self.base, event.miner_id, event.rule)
-            self._unpublished[event_topic] = event
+            event.muted = self.mutes.muted(event.miner_id, event.rule, now)
+            topic = alert_topic(self.base, event.miner_id, event.rule)
+            self._unpublished[topic] = event
             if event.state == "firing":
-                self._firing[event_topic] = event
+                self._firing[topic] = event
+            elif event.state == "event":
+                self._events[topic] = event
             else:
-                self._firing.pop(event_topic, None)
-            log.info("%s %s/%s: %s", event.state, event.miner_id, event.rule, event.message)
-            self.notifier.send(event)
+                self._firing.pop(topic, None)
+            log.info("%s %s/%s: %s%s", event.state, event.miner_id, event.rule,
+                     event.message, " (muted)" if event.muted else "")
+            if not event.muted:
+                self.notifier.send(event)
         return events
 
+    def forget(self, miner_id: str) -> None:
+        """A forgotten miner: its state goes, and its alerts are not republished (the
+        api clears their retained topics)."""
+        self.evaluator.forget(miner_id)
+        prefix = alert_topic(self.base, miner_id, "")
+        for held in (self._firing, self._events, self._unpublished):
+            for topic in [t for t in held if t.startswith(prefix)]:
+                del held[topic]
+        log.info("forgot miner %s", miner_id)
+
     def recover(self, topic: str, event: AlertEvent) -> None:
-        if not self.admitted(ALERT.name, topic, event.miner_id):
+        if not event.miner_id.startswith("minerwatch-") and not self.admitted(
+                ALERT.name, topic, event.miner_id):
             return
         try:
-            restored = self.rules.restore(event)
+            restored = self.evaluator.restore(event)
         except (ValueError, OverflowError) as exc:
             self.rejects.note(ALERT.name, f"{topic[:200]}: bad ts {event.ts!r}: "
                                           f"{one_line(exc)}")
             return
-        if restored and event.state == "firing":
-            # Ours now: republished like any alert this process fired.
+        if not restored:
+            return
+        # Ours now: republished like any alert this process fired.
+        if event.state == "firing":
             self._firing[topic] = event
             log.info("recovered firing alert %s/%s (since %s)", event.miner_id, event.rule,
-                     event.ts)
+                     event.since or event.ts)
+        elif event.state == "event":
+            self._events[topic] = event
 
 
 async def serve(config: Config) -> None:

@@ -206,6 +206,13 @@ def worst(events: Sequence[AlertEvent]) -> Severity:
     return max((event.severity for event in events), key=SEVERITIES.index)
 
 
+def described(event: AlertEvent) -> str:
+    """``Garage Bitaxe: chip 72 °C > 70 °C for 65 s``: the event's message, which names
+    the miner itself when the alerts service wrote it, else with the name put first."""
+    who = name(event)
+    return event.message if event.message.startswith(f"{who}:") else f"{who}: {event.message}"
+
+
 def title(events: Sequence[AlertEvent], extra: int = 0) -> str:
     """``[critical] Garage Bitaxe offline``, ``[critical] 5 miners offline``,
     ``[resolved] ...`` for resolves."""
@@ -223,7 +230,7 @@ def body(events: Sequence[AlertEvent], extra: int = 0, public_url: str | None = 
     count = len(events) + extra
     if count == 1:
         where = link(public_url, first)
-        return f"{name(first)}: {first.message}" + (f"\n{where}" if where else "")
+        return described(first) + (f"\n{where}" if where else "")
     named = events[:MAX_NAMED]
     rest = count - len(named)
     more = f" and {rest} more" if rest else ""
@@ -232,7 +239,7 @@ def body(events: Sequence[AlertEvent], extra: int = 0, public_url: str | None = 
              + ", ".join(name(event) for event in named) + more]
     for event in named:
         where = link(public_url, event)
-        lines.append(f"- {name(event)}: {event.message}" + (f" {where}" if where else ""))
+        lines.append(f"- {described(event)}" + (f" {where}" if where else ""))
     if rest:
         lines.append(f"- and {rest} more")
     if public_url is not None:

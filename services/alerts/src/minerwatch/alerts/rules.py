@@ -45,10 +45,11 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from minerwatch.shared import fields
 from minerwatch.shared.config import ConfigError, RuleConfig
-from minerwatch.shared.schemas import AlertEvent, AlertState, Sample, parse_ts
+from minerwatch.shared.schemas import AlertEvent, AlertState, Sample, format_ts, parse_ts
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -96,6 +97,11 @@ def ts_seconds(ts: str) -> float:
     return parse_ts(ts).timestamp()
 
 
+def seconds_ts(at: float) -> str:
+    """POSIX seconds as a contract timestamp."""
+    return format_ts(datetime.fromtimestamp(at, UTC))
+
+
 def _reading(value: float | None) -> float | None:
     if value is None or math.isnan(value) or math.isinf(value):
         return None
@@ -109,6 +115,8 @@ class _MinerState:
     hold_since: float | None = None
     #: Clock of the last firing: the cooldown counts from here.
     fired_at: float | None = None
+    #: Clock of the first matching sample of the hold that led to the firing.
+    began: float | None = None
 
 
 class ThresholdRule:
@@ -151,7 +159,7 @@ class ThresholdRule:
                 state.firing = False
                 state.hold_since = None
                 return [self._event(miner_id, "resolved", reading, ts, self._resolved_text(
-                    reading, now, state))]
+                    reading, now, state), state.began)]
             return []  # still past the threshold, or inside the hysteresis band
 
         if not holds:
@@ -166,9 +174,10 @@ class ThresholdRule:
             return []  # a re-fire waits for the cooldown to end
         state.firing = True
         state.fired_at = now
+        state.began = state.hold_since
         text = (f"{rule.field} {format_number(reading)} {rule.op} "
                 f"{format_number(rule.threshold)} for {held:.0f} s")
-        return [self._event(miner_id, "firing", reading, ts, text)]
+        return [self._event(miner_id, "firing", reading, ts, text, state.began)]
 
     def restore(self, event: AlertEvent) -> bool:
         """Take a retained event as the starting state; False when state already exists."""
@@ -178,6 +187,7 @@ class ThresholdRule:
         if event.state == "firing":
             state.firing = True
             state.fired_at = ts_seconds(event.ts)
+            state.began = ts_seconds(event.since) if event.since else state.fired_at
         self._states[event.miner_id] = state
         return True
 
@@ -192,8 +202,12 @@ class ThresholdRule:
             text += f", resolved after {max(now - state.fired_at, 0):.0f} s"
         return text
 
+    def forget(self, miner_id: str) -> None:
+        self._states.pop(miner_id, None)
+
     def _event(
-        self, miner_id: str, state: AlertState, value: float, ts: str, message: str
+        self, miner_id: str, state: AlertState, value: float, ts: str, message: str,
+        began: float | None,
     ) -> AlertEvent:
         return AlertEvent(
             miner_id=miner_id,
@@ -204,6 +218,7 @@ class ThresholdRule:
             threshold=self.config.threshold,
             message=message,
             ts=ts,
+            since=None if began is None else seconds_ts(began),
         )
 
 
@@ -239,6 +254,12 @@ class RuleSet:
             value = getattr(sample, rule.config.field)
             events.extend(rule.evaluate(sample.miner_id, value, now, sample.ts))
         return events
+
+    def forget(self, miner_id: str) -> None:
+        """Drop every rule's state for this miner (it was forgotten)."""
+        self._last_seen.pop(miner_id, None)
+        for rule in self.rules.values():
+            rule.forget(miner_id)
 
     def restore(self, event: AlertEvent) -> bool:
         """Recover one retained alert; False for unknown rules, already-known state or a
