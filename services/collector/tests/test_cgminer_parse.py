@@ -12,6 +12,7 @@ from minerwatch.collector.drivers import PollError
 from minerwatch.collector.drivers.cgminer.antminer import parse_stats
 from minerwatch.collector.drivers.cgminer.families import parse_version
 from minerwatch.collector.drivers.cgminer.replies import (
+    Pools,
     Summary,
     build_reading,
     hashrate_ths,
@@ -53,6 +54,8 @@ def test_antminer_s19pro_reading(load_fixture: LoadFixture) -> None:
     assert reading.uptime_s == 345678
     assert reading.pool_url == "stratum+tcp://btc.f2pool.com:3333"
     assert reading.is_mining is True
+    assert (reading.pool_fallback, reading.pool_connected, reading.blocks_found) == (
+        False, True, 0)
     assert (reading.make, reading.model) == ("Antminer", "S19 Pro")
     assert reading.firmware == "BMMiner 1.0.0 (Fri Jun  9 09:42:57 CST 2023)"
     assert reading.mac is None and reading.hostname is None
@@ -83,11 +86,56 @@ def test_pool_without_stratum_active_is_lowest_priority_alive(load_fixture: Load
     pools[0].update({"Stratum Active": False, "Status": "Dead"})
     pools[1]["Stratum Active"] = False
     pools.append({"URL": "pool.backup:3333", "Status": "Alive", "Priority": 5})
-    assert parse_pools(reply) == "stratum+tcp://ss.antpool.com:3333"
+    assert parse_pools(reply) == Pools("stratum+tcp://ss.antpool.com:3333", True, True)
     pools[1]["Status"] = "Dead"
-    assert parse_pools(reply) == "stratum+tcp://pool.backup:3333"
+    assert parse_pools(reply) == Pools("stratum+tcp://pool.backup:3333", True, True)
     pools[-1]["Status"] = "Dead"
-    assert parse_pools(reply) is None
+    assert parse_pools(reply) == Pools(None, None, False)  # none in use: the pool is down
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        # The S19 Pro works for its first pool; the S9's first is Dead: on its fallback.
+        ("antminer_s19pro_bmminer_pools.json",
+         Pools("stratum+tcp://btc.f2pool.com:3333", fallback=False, connected=True)),
+        ("antminer_s9_bmminer_pools.json",
+         Pools("stratum+tcp://stratum.antpool.com:3333", fallback=True, connected=True)),
+        ("avalon_nano3s_25021401_pools.json",
+         Pools("stratum+tcp://fr1.letsmine.it:3339", fallback=False, connected=True)),
+        # Whatsminer numbers its pools from 1; Priority still starts at 0.
+        ("whatsminer_m30s+_20210322_pools.json",
+         Pools("stratum+tcp://btc.viabtc.io:3333", fallback=False, connected=True)),
+    ],
+)
+def test_pools_of_real_firmware(load_fixture: LoadFixture, fixture: str, expected: Pools) -> None:
+    assert parse_pools(decode_reply(load_fixture(fixture) + b"\x00")) == expected
+
+
+def test_pools_edge_cases(load_fixture: LoadFixture) -> None:
+    reply = s19(load_fixture, "pools")
+    reply["POOLS"][0]["Status"] = "Dead"  # still Stratum Active: the connection is down
+    assert parse_pools(reply) == Pools("stratum+tcp://btc.f2pool.com:3333", False, False)
+    del reply["POOLS"][0]["Priority"]  # no Priority: whether it is a fallback is unknown
+    assert parse_pools(reply).fallback is None
+    assert parse_pools({"STATUS": [{"STATUS": "S"}], "POOLS": []}) == Pools()
+    assert parse_pools({"POOLS": [{"URL": "", "Status": "Dead"}]}) == Pools()
+
+
+def test_found_blocks_from_the_summary_and_pools_into_the_reading(
+    load_fixture: LoadFixture,
+) -> None:
+    summary = s19(load_fixture, "summary")
+    assert parse_summary(summary).blocks_found == 0
+    summary["SUMMARY"][0]["Found Blocks"] = 2
+    pools = decode_reply(load_fixture("antminer_s9_bmminer_pools.json") + b"\x00")
+    reading = build_reading(parse_summary(summary), [], parse_pools(pools))
+    assert (reading.blocks_found, reading.pool_fallback, reading.pool_connected) == (2, True, True)
+    sample = reading.sample("s9", "2026-11-22T10:00:00.123Z")
+    assert (sample.blocks_found, sample.pool_fallback, sample.pool_connected) == (2, True, True)
+    del summary["SUMMARY"][0]["Found Blocks"]
+    bare = build_reading(parse_summary(summary))  # no pools reply, no counter: nothing said
+    assert (bare.blocks_found, bare.pool_fallback, bare.pool_connected) == (None, None, None)
 
 
 @pytest.mark.parametrize(

@@ -107,6 +107,69 @@ EXPECTED: dict[str, dict[str, Any]] = {
 }
 
 
+#: (pool_fallback, pool_connected, blocks_found) as each firmware says them; None where
+#: it does not (ESP-Miner says its pool is down only before the first connection).
+POOL_AND_BLOCKS: dict[str, tuple[bool | None, bool | None, int | None]] = {
+    "bitaxe_ultra_v2.0.3_system_info.json": (None, None, None),
+    "bitaxe_max_v2.1.8_system_info.json": (None, None, None),
+    "bitaxe_supra_v2.4.0_system_info.json": (None, None, None),
+    "bitaxe_supra_v2.9.0_system_info.json": (True, None, None),
+    "bitaxe_gamma_v2.10.2_system_info.json": (False, None, None),
+    "bitaxe_gamma_v2.11.0_system_info.json": (False, None, None),
+    "bitaxe_gammaturbo_v2.12.0_system_info.json": (False, None, None),
+    "bitaxe_gamma_v2.13.1_system_info.json": (False, None, None),
+    "bitaxe_gamma_v2.14.0_system_info.json": (False, None, 0),
+    "bitaxe_gamma_v2.15.0_system_info.json": (False, None, 0),  # "IPv4 (TCP)": proves nothing
+    "bitaxe_gamma_v2.15.0_fallback_block_system_info.json": (True, None, 1),
+    "bitaxe_gamma_v2.15.0_not_connected_system_info.json": (False, False, 0),
+    "nerdqaxe_plus_v1.0.11_system_info.json": (False, None, None),
+    "nerdqaxe_plusplus_v1.0.27_system_info.json": (True, None, None),
+    # v1.0.35+: the pool manager's stratum object; totalFoundBlocks survives restarts.
+    "nerdqaxe_plusplus_v1.0.36_fallback_system_info.json": (True, True, 1),
+    "nerdqaxe_plusplus_v1.0.36_dualpool_system_info.json": (False, False, 2),
+}
+
+
+@pytest.mark.parametrize("fixture", sorted(POOL_AND_BLOCKS))
+def test_pool_state_and_blocks_as_the_firmware_says(fixture: str, load_json: LoadJson) -> None:
+    sample = parse_system_info(load_json(fixture)).sample("m", TS)
+    assert (sample.pool_fallback, sample.pool_connected, sample.blocks_found) == (
+        POOL_AND_BLOCKS[fixture])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"poolConnectionInfo": "SV2: Pool unreachable"}, (False, False, 0)),
+        ({"poolConnectionInfo": "SV2: Connection lost"}, (False, False, 0)),
+        ({"isUsingFallbackStratum": True, "blockFound": 3}, (True, None, 3)),
+        ({"isUsingFallbackStratum": "yes", "blockFound": -1}, (None, None, None)),  # junk
+    ],
+)
+def test_pool_and_block_variants(change: dict[str, Any], expected: tuple[Any, ...],
+                                 load_json: LoadJson) -> None:
+    info = {**load_json("bitaxe_gamma_v2.15.0_system_info.json"), **change}
+    reading = parse_system_info(info)
+    assert (reading.pool_fallback, reading.pool_connected, reading.blocks_found) == expected
+
+
+def test_nerdqaxe_pool_manager_fields(load_json: LoadJson) -> None:
+    info = load_json("nerdqaxe_plusplus_v1.0.36_fallback_system_info.json")
+    reading = parse_system_info(info)
+    assert reading.pool_url == "stratum+tcp://solo.ckpool.org:3333"  # usingFallback
+    info["stratum"]["pools"][0]["connected"] = False
+    info["stratum"]["usingFallback"] = False
+    info["totalFoundBlocks"] = "n/a"  # unreadable: null, not the session's foundBlocks
+    reading = parse_system_info(info)
+    assert reading.pool_url == "stratum+tcp://public-pool.io:21496"
+    assert (reading.pool_fallback, reading.pool_connected, reading.blocks_found) == (
+        False, False, None)
+    del info["totalFoundBlocks"]
+    assert parse_system_info(info).blocks_found == 0  # foundBlocks, since boot
+    info["stratum"] = {"pools": [{"connected": "maybe"}]}
+    assert parse_system_info(info).pool_connected is None
+
+
 @pytest.mark.parametrize("fixture", sorted(EXPECTED))
 def test_every_firmware_shape_normalizes(fixture: str, load_json: LoadJson) -> None:
     expected = EXPECTED[fixture]

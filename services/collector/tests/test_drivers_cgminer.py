@@ -250,5 +250,5 @@ def test_joined_commands_are_given_up_after_silences_not_after_refused_connectio
     assert silent.joined_silent(timeout) is True  # the second in a row: one at a time now
     assert silent.joined is False
     for _ in range(5):  # a miner that is away says nothing about its firmware
-        assert away.joined_silent(PollError("connection refused")) is False
+        assert away.joined_silent(PollError("refused: nothing listens on port 4028")) is False
     assert away.joined is None

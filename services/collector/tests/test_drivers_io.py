@@ -79,8 +79,8 @@ async def test_axeos_reads_non_utf8_bytes_with_replacement(http_miner: StartServ
 @pytest.mark.parametrize(
     ("status", "body", "reason"),
     [
-        (500, b"oops", "HTTP 500"),
-        (401, b"", "HTTP 401"),
+        (500, b"oops", "HTTP 500 Internal Server Error"),
+        (401, b"", "HTTP 401 Unauthorized"),
         (200, b"<html>login</html>", "bad reply: not JSON at byte 0"),
         (200, b'{"hashRate": 1209.3, "temp": 5', "bad reply: truncated JSON at byte 30"),
         (200, b"", "bad reply: empty"),
@@ -99,7 +99,7 @@ async def test_axeos_bad_replies(
     ("mode", "reason"),
     [
         ("garbage", r"^bad reply: not HTTP \(.+\)$"),
-        ("close", r"^connection closed without a reply$"),
+        ("close", r"^closed without a reply$"),
     ],
 )
 async def test_axeos_misbehaving_servers(http_miner: StartServer, mode: str, reason: str) -> None:
@@ -118,7 +118,7 @@ async def test_axeos_timeout(http_miner: StartServer) -> None:
 
 async def test_axeos_connection_refused(dead_port: int) -> None:
     assert await poll_error(AxeosDriver("127.0.0.1", dead_port, timeout_s=1.0)) == (
-        "connection refused"
+        f"refused: nothing listens on port {dead_port}"
     )
 
 
@@ -266,5 +266,45 @@ async def test_cgminer_reply_size_is_bounded(cgminer_miner: StartServer) -> None
 
 async def test_cgminer_connection_refused(dead_port: int) -> None:
     assert await poll_error(CgminerDriver("127.0.0.1", dead_port, timeout_s=1.0)) == (
-        "connection refused"
+        f"refused: nothing listens on port {dead_port}"
     )
+
+
+# --- pool state and blocks, end to end ------------------------------------------------
+
+
+async def test_axeos_pool_state_and_blocks_over_http(
+    http_miner: StartServer, load_fixture: LoadFixture
+) -> None:
+    miner = await http_miner(load_fixture("nerdqaxe_plusplus_v1.0.36_dualpool_system_info.json"))
+    driver = AxeosDriver("127.0.0.1", miner.port, timeout_s=2.0)
+    try:
+        sample = (await driver.fetch()).sample("nqpp", "2026-11-22T10:00:00.123Z")
+        miner.body = load_fixture("bitaxe_gamma_v2.15.0_fallback_block_system_info.json")
+        gamma = (await driver.fetch()).sample("gamma", "2026-11-22T10:00:05.123Z")
+    finally:
+        await driver.aclose()
+    # dual pool, its second pool down; two blocks in its life
+    assert (sample.pool_fallback, sample.pool_connected, sample.blocks_found) == (False, False, 2)
+    assert (gamma.pool_fallback, gamma.pool_connected, gamma.blocks_found) == (True, None, 1)
+    assert gamma.pool_url == "stratum+tcp://solo.ckpool.org:3333"
+
+
+async def test_cgminer_pool_state_and_blocks_over_tcp(
+    cgminer_miner: StartServer, load_fixture: LoadFixture
+) -> None:
+    replies = {command: load_fixture(f"antminer_s9_bmminer_{command}.json")
+               for command in ("summary", "pools", "version")}
+    replies["summary"] = replies["summary"].replace(b'"Found Blocks":0', b'"Found Blocks":1')
+    miner = await cgminer_miner(replies)
+    driver = CgminerDriver("127.0.0.1", miner.port, timeout_s=2.0)
+    try:
+        reading = await driver.fetch()
+        del miner.replies["pools"]  # the pools command fails: nothing said about pools
+        bare = await driver.fetch()
+    finally:
+        await driver.aclose()
+    # the S9's first pool is Dead: it works for its second, which is Alive
+    assert (reading.pool_fallback, reading.pool_connected, reading.blocks_found) == (
+        True, True, 1)
+    assert (bare.pool_fallback, bare.pool_connected, bare.pool_url) == (None, None, None)

@@ -49,7 +49,8 @@ async def test_outbox_contents_through_failures_and_recovery(
         kinds = [item.kind for item in outbox._items]
         assert kinds[4:] == ["status"]  # no samples while failing; offline once, at the 3rd
         offline = outbox._items[-1].message
-        assert (offline.state, offline.reason, offline.failures) == ("offline", "HTTP 500", 3)
+        assert (offline.state, offline.reason, offline.failures) == (
+            "offline", "HTTP 500 Internal Server Error", 3)
 
         miner.status = 200
         await registry.poll(slot)

@@ -5,6 +5,7 @@ first good poll, and no samples at all while offline."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -60,10 +61,10 @@ async def fail_until_offline(registry: FleetRegistry, slot: MinerSlot, outbox: O
 @pytest.mark.parametrize(
     ("kind", "fault", "reason"),
     [
-        ("axeos", Fault.REFUSE, "connection refused"),
+        ("axeos", Fault.REFUSE, "refused: nothing listens on port "),
         ("axeos", Fault.TIMEOUT, f"timeout after {TIMEOUT_S} s"),
         ("axeos", Fault.GARBAGE, "bad reply: "),
-        ("cgminer", Fault.REFUSE, "connection refused"),
+        ("cgminer", Fault.REFUSE, "refused: nothing listens on port "),
         ("cgminer", Fault.TIMEOUT, f"timeout after {TIMEOUT_S} s"),
         ("cgminer", Fault.GARBAGE, "bad reply: "),
     ],
@@ -90,9 +91,13 @@ async def test_offline_after_three_failed_polls_with_the_reason(
     assert len(sent(outbox, Sample)) == samples + 1  # at the very first good poll
 
 
-@pytest.mark.parametrize("status", [401, 500, 503])
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(401, "HTTP 401 Unauthorized"), (500, "HTTP 500 Internal Server Error"),
+     (503, "HTTP 503 Service Unavailable"), (599, "HTTP 599")],  # 599: no standard phrase
+)
 async def test_http_status_is_the_reason(
-    http_miner: StartServer, load_fixture: Callable[[str], bytes], status: int
+    http_miner: StartServer, load_fixture: Callable[[str], bytes], status: int, reason: str
 ) -> None:
     server = await http_miner(load_fixture("bitaxe_gamma_v2.11.0_system_info.json"),
                               status=status)
@@ -103,9 +108,43 @@ async def test_http_status_is_the_reason(
         offline = await fail_until_offline(registry, registry.slots[0], outbox, 3)
     finally:
         await registry.aclose()
-    assert (offline.state, offline.reason, offline.failures) == ("offline", f"HTTP {status}", 3)
+    assert (offline.state, offline.reason, offline.failures) == ("offline", reason, 3)
     assert offline.last_seen is None  # never reached
     assert sent(outbox, Sample) == []
+
+
+#: What each real failing server makes the offline reason start with (one line each).
+FAILURES = [
+    ("axeos", "silent", r"^timeout after 0\.5 s$"),
+    ("axeos", "close", r"^closed without a reply$"),
+    ("axeos", "garbage", r"^bad reply: not HTTP \(.+\)$"),
+    ("axeos", "dead", r"^refused: nothing listens on port \d+$"),
+    ("cgminer", "silent", r"^timeout after 0\.5 s$"),
+    ("cgminer", "close", r"^bad reply: empty$"),
+    ("cgminer", "garbage", r"^bad reply: not JSON at byte 0$"),
+    ("cgminer", "dead", r"^refused: nothing listens on port \d+$"),
+]
+
+
+@pytest.mark.parametrize(("kind", "mode", "pattern"), FAILURES)
+async def test_offline_reasons_start_with_what_happened(
+    http_miner: StartServer, cgminer_miner: StartServer, dead_port: int,
+    kind: str, mode: str, pattern: str,
+) -> None:
+    if mode == "dead":
+        port = dead_port
+    else:
+        start = http_miner if kind == "axeos" else cgminer_miner
+        port = (await start(mode=mode)).port
+    outbox = Outbox()
+    registry = FleetRegistry(CollectorConfig(timeout_s=TIMEOUT_S, miners=[
+        MinerConfig(url=f"{kind}://127.0.0.1:{port}", name="unit")]), outbox)
+    try:
+        offline = await fail_until_offline(registry, registry.slots[0], outbox, 3)
+    finally:
+        await registry.aclose()
+    assert offline.reason is not None and re.match(pattern, offline.reason), offline.reason
+    assert "\n" not in offline.reason
 
 
 async def test_offline_after_is_configurable() -> None:

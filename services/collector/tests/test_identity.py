@@ -113,7 +113,8 @@ async def test_a_miner_that_fails_everywhere_goes_offline_trying_each_address(
     finally:
         await registry.aclose()
     states = [(s.state, s.reason, s.failures) for s in sent(outbox, MinerStatus)]
-    assert states == [("online", None, 0), ("offline", "HTTP 503", 3), ("online", None, 0)]
+    assert states == [("online", None, 0), ("offline", "HTTP 503 Service Unavailable", 3),
+                      ("online", None, 0)]
     assert {s.miner_id for s in sent(outbox, Sample)} == {GAMMA_ID}
 
 
@@ -142,7 +143,8 @@ async def test_a_miner_that_moves_keeps_its_id_and_history() -> None:
     mac_id = miner.mac.replace(":", "").lower()
     assert {s.miner_id for s in sent(outbox, Sample)} == {mac_id}
     assert [(s.state, s.reason) for s in sent(outbox, MinerStatus)] == [
-        ("online", None), ("offline", "connection refused"), ("online", None)]
+        ("online", None), ("offline", f"refused: nothing listens on port {miner.port}"),
+        ("online", None)]
     assert [i.host for i in sent(outbox, MinerInfo)] == ["127.0.0.21", "127.0.0.22"]
     assert {i.miner_id for i in sent(outbox, MinerInfo)} == {mac_id}
 

@@ -170,7 +170,7 @@ async def test_garbage_on_the_socket_drops_it() -> None:
 
 @pytest.mark.parametrize(
     ("fault", "reason"),
-    [(Fault.REFUSE, "connection refused"), (Fault.TIMEOUT, "timeout after 0.3 s")],
+    [(Fault.REFUSE, "refused: nothing listens on port "), (Fault.TIMEOUT, "timeout after 0.3 s")],
 )
 async def test_no_socket_and_no_answers_is_offline_after_three_polls(
     fault: Fault, reason: str
@@ -188,7 +188,8 @@ async def test_no_socket_and_no_answers_is_offline_after_three_polls(
             await registry.poll(slot)
         statuses = sent(outbox, MinerStatus)
         assert [s.state for s in statuses] == ["online", "offline"]
-        assert (statuses[-1].reason, statuses[-1].failures) == (reason, 3)
+        assert statuses[-1].failures == 3
+        assert statuses[-1].reason is not None and statuses[-1].reason.startswith(reason)
         assert len(sent(outbox, Sample)) == samples_at_fault  # stale is never live
         assert not driver.live
 

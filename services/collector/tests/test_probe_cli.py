@@ -85,7 +85,8 @@ async def test_probe_dead_port_fails_with_one_line(dead_port: int) -> None:
     code, out, err, elapsed = await probe(f"127.0.0.1:{dead_port}", "--driver", "axeos",
                                           "--timeout", "2")
     assert code == 1 and out == ""
-    assert err == f"minerwatch-collector: probe 127.0.0.1:{dead_port}: connection refused\n"
+    assert err == (f"minerwatch-collector: probe 127.0.0.1:{dead_port}: "
+                   f"refused: nothing listens on port {dead_port}\n")
     assert elapsed < 2 + 3  # the timeout, plus start-up of the interpreter
 
 
@@ -111,8 +112,8 @@ async def test_probe_silent_server_fails_within_the_timeout(cgminer_miner: Start
 async def test_probe_auto_names_every_failure(dead_port: int) -> None:
     code, _, err, _ = await probe(f"127.0.0.1:{dead_port}", "--timeout", "1")
     assert code == 1 and err.count("\n") == 1
-    assert f"axeos on port {dead_port}: connection refused" in err
-    assert f"cgminer on port {dead_port}: connection refused" in err
+    assert f"axeos on port {dead_port}: refused: nothing listens on port {dead_port}" in err
+    assert f"cgminer on port {dead_port}: refused: nothing listens on port {dead_port}" in err
 
 
 async def test_probe_bad_target_is_one_line() -> None:

@@ -1,6 +1,8 @@
 """``minerwatch-collector [run]`` runs the service; ``minerwatch-collector probe HOST[:PORT]``
 polls one miner once and prints its Sample JSON (exit 0), or one line on stderr (exit 1);
-``minerwatch-collector scan CIDR...`` lists the miners that answer in address ranges."""
+``minerwatch-collector scan CIDR...`` lists the miners that answer in address ranges;
+``minerwatch-collector forget MINER_ID`` clears a miner's retained topics on the broker of
+the config and prints them (exit 0), or one line on stderr (exit 1)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING, TextIO
 from minerwatch.collector.drivers import DRIVERS, PollError
 from minerwatch.collector.probe import candidates, parse_target, probe
 from minerwatch.shared import schemas
-from minerwatch.shared.config import scan_network
+from minerwatch.shared.config import ConfigError, load_config, scan_network
+from minerwatch.shared.errors import one_line
 from minerwatch.shared.service import run_service
 
 if TYPE_CHECKING:
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description="Poll miners and publish their samples, status and info."
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,probe,scan}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,probe,scan,forget}")
     commands.add_parser("run", help="run the collector service (the default)")
     probe_parser = commands.add_parser(
         "probe", help="poll one miner once and print one Sample JSON"
@@ -80,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                              help="ports to probe on every address (default 80,4028)")
     scan_parser.add_argument("--json", action="store_true",
                              help="one JSON object per line instead of columns")
+    forget_parser = commands.add_parser(
+        "forget", help="clear a miner's retained topics on the broker",
+        description="Clear (an empty retained message each) the miner's retained topics "
+        "and alerts on the broker of the config, and print them. The history stays in "
+        "the database; a miner still polled that answers again comes back.")
+    forget_parser.add_argument("miner_id", metavar="MINER_ID",
+                               help="the miner's id, as in its topics (e.g. 24dcc34a1b2c)")
     return parser
 
 
@@ -179,10 +189,31 @@ def run_probe(target: str, driver: str, timeout_s: float) -> int:
     return 0
 
 
+def run_forget(miner_id: str) -> int:
+    from minerwatch.collector.forget import forget
+    from minerwatch.shared.mqtt import MqttError
+
+    logging.basicConfig(level=os.environ.get("MINERWATCH_LOG_LEVEL", "ERROR").upper(),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        config = load_config()
+        cleared = asyncio.run(forget(config.mqtt, miner_id))
+    except (ConfigError, ValueError, MqttError, OSError) as exc:
+        print(f"{PROGRAM}: forget {miner_id[:80]}: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    for topic in cleared:
+        sys.stdout.write(topic + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "probe":
         raise SystemExit(run_probe(args.target, args.driver, args.timeout))
+    if args.command == "forget":
+        raise SystemExit(run_forget(args.miner_id))
     if args.command == "scan":
         raise SystemExit(run_scan(args.cidrs, args.ports, args.timeout, args.concurrency,
                                   args.json))

@@ -5,7 +5,16 @@ health, its id, and the info and status last published for it. The registry alon
 merges and removes slots (configured miners at start, discovery's finds while running,
 duplicates of one MAC merged by ``identity.Identities``), and turns each poll result into
 what goes into the outbox: a sample per good poll, info when it changed, status on every
-transition.
+transition, and the same status again (fresh ``last_seen``) while the miner answers once
+the last one published is ``LAST_SEEN_REFRESH_S`` old, so ``last_seen`` on the broker is
+true. The check costs one string comparison per poll: the moment a refresh is due is kept,
+as a timestamp string, with the status (ISO timestamps of one format sort as text).
+
+The info carries the miner's label: the one set through the api (``labels``, from the
+label topic, see ``listener``) over the config's ``label``; a label change queues the info
+again at once. A miner forgotten elsewhere (its retained info cleared: ``forgotten``) has
+its info and status published again at its next good poll, so a miner that answers comes
+back.
 
 Until a miner has answered once, its id is the name or the host-port slug; if it then
 turns out to have a MAC (and no name), the id switches to the MAC for good and the
@@ -24,21 +33,28 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+import msgspec
 
 from minerwatch.collector.drivers import Driver, PollError, Reading, create_driver
 from minerwatch.collector.drivers.live import with_live_push
 from minerwatch.collector.drivers.reading import timeout_reason
 from minerwatch.collector.health import MinerHealth
 from minerwatch.collector.identity import Address, Identities, address_of, miner_id_for
+from minerwatch.collector.labels import Labels
 from minerwatch.collector.outbox import Outbox, Outgoing, outbox_size
 from minerwatch.shared.config import CollectorConfig, endpoint
-from minerwatch.shared.schemas import MinerInfo, MinerStatus, now_ts
+from minerwatch.shared.schemas import MinerInfo, MinerStatus, format_ts, now_ts, parse_ts
 from minerwatch.shared.topics import is_miner_id, slugify
 
 log = logging.getLogger(__name__)
 
 #: Drivers bound their own time; this guard only catches a driver that does not.
 TIMEOUT_GRACE_S = 1.0
+#: While a miner answers, its status is published again (same state and since) once the
+#: ``last_seen`` last published is this old.
+LAST_SEEN_REFRESH_S = 60.0
 
 
 @dataclass(slots=True)
@@ -58,6 +74,12 @@ class MinerSlot:
     alternates: list[Driver] = field(default_factory=list)
     #: Removed, or merged into another slot with the same MAC: no more polls.
     retired: bool = False
+    #: The config's ``label`` (a label set through the api wins over it).
+    label: str | None = None
+    #: From this poll time on, a good poll publishes the status again ("": the next one).
+    refresh_after: str = ""
+    #: Its retained info was cleared elsewhere: nothing to republish until it answers.
+    forgotten: bool = False
 
     @property
     def where(self) -> str:
@@ -83,6 +105,9 @@ class FleetRegistry:
         self.outbox = outbox
         self.slots: list[MinerSlot] = []
         self.identities = Identities()
+        self.labels = Labels()
+        #: Slots by miner id, rebuilt when slots or ids changed (None: to rebuild).
+        self._by_id: dict[str, list[MinerSlot]] | None = None
         #: Told of each slot added while running (the scheduler's hook).
         self.on_added: Callable[[MinerSlot], None] | None = None
         self._by_address: dict[Address, MinerSlot] = {}
@@ -96,6 +121,7 @@ class FleetRegistry:
                 # Known now unless a MAC may decide it at the first good poll.
                 miner_id=miner_id_for(name, None, where.host, where.port),
                 id_decided=name is not None,
+                label=miner.label,
             ))
         self._warn_duplicate_ids()
         self._resize_outbox()
@@ -157,12 +183,23 @@ class FleetRegistry:
                 with contextlib.suppress(Exception):
                     await driver.aclose()
 
+    def slots_of(self, miner_id: str) -> list[MinerSlot]:
+        """The slots publishing as ``miner_id`` (more than one only when misconfigured)."""
+        if self._by_id is None:
+            by_id: dict[str, list[MinerSlot]] = {}
+            for slot in self.slots:
+                by_id.setdefault(slot.miner_id, []).append(slot)
+            self._by_id = by_id
+        return self._by_id.get(miner_id, [])
+
     def _append(self, slot: MinerSlot) -> None:
+        self._by_id = None
         self.slots.append(slot)
         for driver in slot.drivers():
             self._by_address[address_of(driver)] = slot
 
     def _forget(self, slot: MinerSlot) -> None:
+        self._by_id = None
         slot.retired = True
         if slot in self.slots:
             self.slots.remove(slot)
@@ -188,13 +225,39 @@ class FleetRegistry:
         that lost its retained messages needs to be whole again."""
         current: list[Outgoing] = []
         for slot in self.slots:
-            if slot.retired:
+            if slot.retired or slot.forgotten:
                 continue
             if slot.info is not None:
                 current.append(Outgoing.of(slot.miner_id, slot.info))
             if slot.status is not None:
                 current.append(Outgoing.of(slot.miner_id, slot.status))
         return current
+
+    # -- what others said ---------------------------------------------------------------
+
+    def set_label(self, miner_id: str, label: str | None) -> None:
+        """A label set (None: removed) through the api; the info of a polled miner whose
+        label this changes is queued again at once."""
+        if not self.labels.set(miner_id, label):
+            return
+        for slot in self.slots_of(miner_id):
+            info = slot.info
+            if info is None or slot.forgotten:
+                continue
+            wanted = self.labels.get(miner_id, slot.label)
+            if info.label != wanted:
+                slot.info = msgspec.structs.replace(info, label=wanted)
+                self.outbox.put(Outgoing.of(miner_id, slot.info))
+
+    def forgotten(self, miner_id: str) -> None:
+        """The retained info of ``miner_id`` was cleared (the api or the CLI forgot it):
+        if it is still polled, its info and status go out again at its next good poll."""
+        for slot in self.slots_of(miner_id):
+            log.info("%s (%s) was forgotten: published again when it answers",
+                     miner_id, slot.where)
+            slot.forgotten = True
+            slot.info = None
+            slot.refresh_after = ""
 
     # -- one poll -----------------------------------------------------------------------
 
@@ -228,7 +291,8 @@ class FleetRegistry:
         status = slot.health.failed(ts, reason)
         if status is not None:
             log.warning("%s (%s) is offline: %s", slot.miner_id, slot.where, reason)
-            self._publish_status(slot, status)
+            if not slot.forgotten:  # a forgotten miner comes back when it answers, not before
+                self._publish_status(slot, status)
         self.identities.failed(slot)  # the next poll tries another known address
 
     def succeeded(self, slot: MinerSlot, ts: str, reading: Reading) -> None:
@@ -245,19 +309,24 @@ class FleetRegistry:
         if not slot.id_decided:
             self._decide_id(slot, reading)
         driver = slot.driver
-        info = reading.info(slot.miner_id, driver.name, driver.host, driver.port)
+        info = reading.info(slot.miner_id, driver.name, driver.host, driver.port,
+                            self.labels.get(slot.miner_id, slot.label))
         if info != slot.info:
             slot.info = info
+            slot.forgotten = False
             self.outbox.put(Outgoing.of(slot.miner_id, info))
         status = slot.health.succeeded(ts, reading.is_mining)
         if status is not None:
             log.info("%s (%s) is %s", slot.miner_id, slot.where, status.state)
             self._publish_status(slot, status)
+        elif ts >= slot.refresh_after:  # the same state, a true last_seen
+            self._publish_status(slot, slot.health.status())
         self.outbox.put(Outgoing.of(slot.miner_id, reading.sample(slot.miner_id, ts)))
 
     def _merged(self, alias: MinerSlot, into: MinerSlot) -> None:
         """``alias`` turned out to be ``into`` at another address: its addresses are
         ``into``'s now, and what it published under a provisional id must not stay."""
+        self._by_id = None
         self.slots.remove(alias)
         for driver in into.drivers():
             self._by_address[address_of(driver)] = into
@@ -271,6 +340,7 @@ class FleetRegistry:
         miner_id = miner_id_for(slot.name, reading, driver.host, driver.port)
         if miner_id != slot.miner_id:
             slot.miner_id, slot.status = miner_id, None  # that status is cleared below
+            self._by_id = None
         slot.id_decided = True
         for stale in slot.published_status_ids - {slot.miner_id}:
             self.outbox.put(Outgoing.clear(stale, "status"))
@@ -278,5 +348,12 @@ class FleetRegistry:
 
     def _publish_status(self, slot: MinerSlot, status: MinerStatus) -> None:
         slot.status = status
+        slot.refresh_after = refresh_due(status)
         slot.published_status_ids.add(slot.miner_id)
         self.outbox.put(Outgoing.of(slot.miner_id, status))
+
+
+def refresh_due(status: MinerStatus) -> str:
+    """The poll time from which ``status`` is republished with a fresh ``last_seen``."""
+    seen = parse_ts(status.last_seen or status.since)
+    return format_ts(seen + timedelta(seconds=LAST_SEEN_REFRESH_S))

@@ -19,14 +19,19 @@ The session task itself starts the flow in batches when messages arrive in an em
 window, and ``wait_closed`` tells it when the connection died while nothing was to send.
 One ``publish_nowait`` per message and no task, future or wake-up of its own: the client
 writes what a turn of the event loop handed it as one write, and PUBACKs arrive in order.
+
+What the session receives (``listen``: the ``listener``'s subscriptions) is handled in a
+task of its own beside the publishing, so the publish path stays as it is; when that task
+fails (the connection is gone, a subscription refused) the session ends with its error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from minerwatch.collector.outbox import Outbox, Outgoing
 from minerwatch.shared.errors import one_line
@@ -47,7 +52,8 @@ class Publisher:
     """Drains the outbox into a connected client; run as ``MqttLink.run(publisher.session)``."""
 
     def __init__(self, outbox: Outbox, base_topic: str, *, max_inflight: int = 1024,
-                 republish: Callable[[], Iterable[Outgoing]] | None = None) -> None:
+                 republish: Callable[[], Iterable[Outgoing]] | None = None,
+                 listen: Callable[[MqttClient], Awaitable[None]] | None = None) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
         self.outbox = outbox
@@ -55,6 +61,8 @@ class Publisher:
         self.max_inflight = max_inflight
         #: What to queue again at the start of every session: the current retained state.
         self.republish = republish
+        #: Run beside the publishing for the session's lifetime: what it subscribes to.
+        self.listen = listen
         #: Messages the broker answered (out of the outbox for good), and of those the ones
         #: it refused (an ACL); messages it could never take (over its limits): dropped.
         self.published = 0
@@ -84,6 +92,10 @@ class Publisher:
         client.on_settled = settled
         closed = asyncio.ensure_future(client.wait_closed())
         closed.add_done_callback(lambda _: wake.set())
+        listening: asyncio.Future[None] | None = None
+        if self.listen is not None:
+            listening = asyncio.ensure_future(self.listen(client))
+            listening.add_done_callback(lambda _: wake.set())
         if self.republish is not None:
             self.outbox.refresh(self.republish())
         self.outbox.report_drops()
@@ -91,6 +103,9 @@ class Publisher:
             while True:
                 if closed.done():
                     raise closed.result()  # the reason the connection is gone
+                if listening is not None and listening.done():
+                    listening.result()  # raises what ended it
+                    listening = None  # it returned: nothing more to hear
                 self._settle(inflight)
                 sent = self._send(client, inflight)
                 if sent == BATCH:  # more to send: let the polls and the socket run first
@@ -103,6 +118,10 @@ class Publisher:
         finally:
             client.on_settled = None
             closed.cancel()
+            if listening is not None and not listening.done():
+                listening.cancel()
+                with contextlib.suppress(BaseException):
+                    await listening
             self._give_back(inflight)
 
     def _send(self, client: MqttClient, inflight: Inflight) -> int:

@@ -3,7 +3,8 @@
 Polling never waits for the broker: while the broker is away, messages wait in the
 outbox (bounded: ``collector.buffer_messages``, by default ten minutes of the fleet) and
 go out in order after the reconnect. Each new broker session starts by sending the
-fleet's current info and status again (``FleetRegistry.retained``), after what is queued.
+fleet's current info and status again (``FleetRegistry.retained``), after what is queued,
+and subscribes to the labels set through the api and to cleared infos (``listener``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import resource
 
 from minerwatch.collector.discovery import discover
 from minerwatch.collector.fleet import FleetRegistry
+from minerwatch.collector.listener import Listener
 from minerwatch.collector.outbox import Outbox
 from minerwatch.collector.publisher import Publisher
 from minerwatch.collector.scheduler import Scheduler
@@ -47,8 +49,11 @@ class Collector:
         self.outbox = outbox if outbox is not None else Outbox()
         self.fleet = FleetRegistry(config.collector, self.outbox)  # sizes the outbox
         self.scheduler = Scheduler(config.collector, self.fleet)
+        # Labels and forgotten miners, heard on the publisher's own session.
+        self.listener = Listener(config.mqtt.base_topic, self.fleet)
         self.publisher = Publisher(self.outbox, config.mqtt.base_topic,
-                                   republish=self.fleet.retained)
+                                   republish=self.fleet.retained,
+                                   listen=self.listener.listen)
         # The lean client: pipelined publishing at the broker's Receive Maximum.
         self.link = MqttLink(config.mqtt, "collector")
 

@@ -14,9 +14,10 @@ from typing import Any
 import msgspec
 
 from minerwatch.collector.drivers.http import HttpClient
-from minerwatch.collector.drivers.reading import PollError, Reading, decode_json
+from minerwatch.collector.drivers.reading import PollError, Reading, decode_json, http_reason
 from minerwatch.collector.drivers.values import (
     count,
+    flag,
     hottest,
     mac_address,
     non_negative,
@@ -91,6 +92,56 @@ def _fans(data: Mapping[str, Any]) -> list[int]:
     return [legacy] if legacy is not None else []
 
 
+#: ``poolConnectionInfo`` before ESP-Miner first reached a pool since boot.
+NOT_CONNECTED = "Not Connected"
+#: NerdQAxe ``stratum.activePoolMode``: 0 failover (primary, then fallback), 1 dual pool.
+DUAL_POOL_MODE = 1
+
+
+def _stratum(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """NerdQAxe v1.0.35+: the ``stratum`` object of the pool manager (else empty)."""
+    stratum = data.get("stratum")
+    return stratum if isinstance(stratum, Mapping) else {}
+
+
+def _pool_fallback(data: Mapping[str, Any]) -> bool | None:
+    """ESP-Miner and NerdQAxe before v1.0.35: ``isUsingFallbackStratum`` (0/1 or a bool);
+    NerdQAxe v1.0.35+: ``stratum.usingFallback``, or no fallback at all in dual-pool mode
+    (``activePoolMode`` 1: both pools work by design)."""
+    if "isUsingFallbackStratum" in data:
+        return flag(data["isUsingFallbackStratum"])
+    stratum = _stratum(data)
+    if count(stratum.get("activePoolMode")) == DUAL_POOL_MODE:
+        return False
+    return flag(stratum.get("usingFallback"))
+
+
+def _pool_connected(data: Mapping[str, Any]) -> bool | None:
+    """NerdQAxe v1.0.35+: every pool in use (``stratum.pools[].connected``) is connected.
+    ESP-Miner says only that it is not: ``poolConnectionInfo`` is "Not Connected" until the
+    first connection since boot, and Stratum V2 writes its failures there ("SV2: Pool
+    unreachable"); "IPv4" stays after a V1 connection drops, so it proves nothing."""
+    pools = _stratum(data).get("pools")
+    if isinstance(pools, list) and pools:
+        states = [flag(pool.get("connected")) if isinstance(pool, Mapping) else None
+                  for pool in pools]
+        return None if None in states else all(states)
+    info = text(data.get("poolConnectionInfo"))
+    if info is not None and (info == NOT_CONNECTED or info.startswith("SV2: ")):
+        return False
+    return None
+
+
+def _blocks_found(data: Mapping[str, Any]) -> int | None:
+    """NerdQAxe v1.0.33+: ``totalFoundBlocks`` (kept across restarts), else
+    ``foundBlocks`` (since boot); ESP-Miner v2.11+: ``blockFound`` (0/1 until v2.12, a
+    count since boot from v2.13)."""
+    for key in ("totalFoundBlocks", "foundBlocks", "blockFound"):
+        if key in data:
+            return count(data[key])
+    return None
+
+
 def _identity(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
     asic = text(data.get("ASICModel"))
     device_model = text(data.get("deviceModel"))
@@ -135,7 +186,8 @@ def parse_system_info(data: object) -> Reading:
     if isinstance(chip_temps, list):
         temps.extend(_sensor(t) for t in chip_temps)
 
-    if _truthy(data.get("isUsingFallbackStratum")):
+    fallback = _pool_fallback(data)
+    if fallback:
         pool = stratum_url(data.get("fallbackStratumURL"), data.get("fallbackStratumPort"),
                            data.get("fallbackStratumTLS"))
     else:
@@ -156,6 +208,9 @@ def parse_system_info(data: object) -> Reading:
         uptime_s=count(data.get("uptimeSeconds")),
         pool_url=pool,
         is_mining=not paused and hashrate_ths > 0,
+        pool_fallback=fallback,
+        pool_connected=_pool_connected(data),
+        blocks_found=_blocks_found(data),
         make=make,
         model=model,
         firmware=text(data.get("version")),
@@ -197,7 +252,7 @@ class AxeosDriver:
     async def fetch(self) -> Reading:
         status, body = await self._http.get(INFO_PATH)
         if status != 200:
-            raise PollError(f"HTTP {status}")
+            raise PollError(http_reason(status))
         return parse_system_info(decode_body(body))
 
     async def aclose(self) -> None:

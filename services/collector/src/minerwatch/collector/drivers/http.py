@@ -6,12 +6,12 @@ the HTTP parsing) and completes one future per reply. Measured against httpx on 
 same fleet, this is about a tenth of the CPU per request (docs/benchmarks.md): httpx's
 pool and stream layers cost far more than the request itself.
 
-Every failure is a ``PollError`` with one short reason: ``connection refused``,
-``connection failed: ...``, ``connection closed without a reply``, ``bad reply: not HTTP
-(...)``, ``timeout after 5.0 s``. A kept-alive connection the miner closed meanwhile is
-noticed and replaced (a request it swallowed without a word is retried once, on a new
-connection), and a connection left in an unknown state (timeout, cancel, bad reply) is
-dropped, never reused.
+Every failure is a ``PollError`` with one short reason that starts with what happened
+(``reading.PollError``): ``refused: nothing listens on port 80``, ``unreachable: ...``,
+``closed without a reply``, ``bad reply: not HTTP (...)``, ``timeout after 5.0 s``. A
+kept-alive connection the miner closed meanwhile is noticed and replaced (a request it
+swallowed without a word is retried once, on a new connection), and a connection left in
+an unknown state (timeout, cancel, bad reply) is dropped, never reused.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import h11
 
-from minerwatch.collector.drivers.reading import PollError, timeout_reason
+from minerwatch.collector.drivers.reading import PollError, refused_reason, timeout_reason
 
 MAX_BODY_BYTES = 1 << 20
 _END = h11.EndOfMessage()
@@ -100,9 +100,9 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_exception(_Unanswered())
         elif isinstance(exc, OSError):
             self._waiter.set_exception(
-                PollError(f"connection error: {os_error_reason(exc)}"))
+                PollError(f"closed mid-reply ({os_error_reason(exc)})"))
         else:
-            self._waiter.set_exception(PollError("connection closed mid-reply"))
+            self._waiter.set_exception(PollError("closed mid-reply"))
 
     # -- one exchange -------------------------------------------------------------------
 
@@ -149,7 +149,7 @@ class _Connection(asyncio.Protocol):
                 return
             elif kind is h11.ConnectionClosed:
                 self._fail(_Unanswered() if not self._body else
-                           PollError("connection closed mid-reply"))
+                           PollError("closed mid-reply"))
                 return
             elif event is h11.NEED_DATA or event is h11.PAUSED:
                 return
@@ -158,7 +158,7 @@ class _Connection(asyncio.Protocol):
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> Exception:
         if self._eof:
             # Closed before the status line: maybe a stale kept-alive connection.
-            return PollError("connection closed mid-reply") if self._status else _Unanswered()
+            return PollError("closed mid-reply") if self._status else _Unanswered()
         if self._status:  # the head was fine: the body broke off
             return PollError(f"bad reply: {short(str(exc), 60)}")
         return PollError(f"bad reply: not HTTP ({short(str(exc), 60)})")
@@ -239,7 +239,7 @@ class HttpClient:
         try:
             return await connection.exchange(request)
         except _Unanswered:
-            raise PollError("connection closed without a reply") from None
+            raise PollError("closed without a reply") from None
 
     def _idle_connection(self) -> _Connection | None:
         connection = self._connection
@@ -257,9 +257,9 @@ class HttpClient:
             _, connection = await loop.create_connection(
                 lambda: _Connection(self.max_body), self.host, self.port)
         except ConnectionRefusedError:
-            raise PollError("connection refused") from None
+            raise PollError(refused_reason(self.port)) from None
         except OSError as exc:
-            raise PollError(f"connection failed: {os_error_reason(exc)}") from None
+            raise PollError(f"unreachable: {os_error_reason(exc)}") from None
         self._connection = connection
         self.connections += 1
         return connection

@@ -107,7 +107,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+        return "refused"
     if isinstance(exc, websockets.ConnectionClosed):
         return "closed by the miner"
     return " ".join(str(exc).split())[:80] or type(exc).__name__

@@ -3,20 +3,44 @@
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 import msgspec
 
 from minerwatch.collector.drivers.values import tidy
+from minerwatch.shared.errors import one_line
 from minerwatch.shared.schemas import MinerInfo, Sample, efficiency, finite
 
 
 class PollError(Exception):
-    """A poll that failed; ``reason`` is one short line for the status topic and the CLI,
-    e.g. ``timeout after 5.0 s``, ``connection refused``, ``bad reply: not JSON at byte 12``."""
+    """A poll that failed; ``reason`` is one short line for the status topic and the CLI
+    that starts with what happened, so a person (and an alert) reads it at a glance:
+
+    - ``timeout after 5.0 s``: no complete reply in time;
+    - ``refused: nothing listens on port 80``: the address answered, the port did not;
+    - ``unreachable: No route to host``: no connection at all (network, DNS);
+    - ``closed without a reply``, ``closed mid-reply``, ``reset without a reply``: the
+      miner hung up;
+    - ``HTTP 503 Service Unavailable``: the miner's web server said no;
+    - ``bad reply: not JSON at byte 12``: it answered, but not what a miner says.
+    """
 
     def __init__(self, reason: str) -> None:
+        reason = one_line(reason)  # whatever a firmware put in it
         super().__init__(reason)
         self.reason = reason
+
+
+def refused_reason(port: int) -> str:
+    return f"refused: nothing listens on port {port}"
+
+
+def http_reason(status: int) -> str:
+    """``HTTP 503 Service Unavailable``; just the code when it has no standard phrase."""
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
 
 
 class Reading(msgspec.Struct, kw_only=True):
@@ -36,6 +60,9 @@ class Reading(msgspec.Struct, kw_only=True):
     uptime_s: int | None = None
     pool_url: str | None = None
     is_mining: bool = True
+    pool_fallback: bool | None = None
+    pool_connected: bool | None = None
+    blocks_found: int | None = None
     # identity
     make: str | None = None
     model: str | None = None
@@ -62,9 +89,13 @@ class Reading(msgspec.Struct, kw_only=True):
             uptime_s=self.uptime_s,
             pool_url=self.pool_url,
             is_mining=self.is_mining,
+            pool_fallback=self.pool_fallback,
+            pool_connected=self.pool_connected,
+            blocks_found=self.blocks_found,
         )
 
-    def info(self, miner_id: str, driver: str, host: str, port: int) -> MinerInfo:
+    def info(self, miner_id: str, driver: str, host: str, port: int,
+             label: str | None = None) -> MinerInfo:
         return MinerInfo(
             miner_id=miner_id,
             driver=driver,
@@ -75,6 +106,7 @@ class Reading(msgspec.Struct, kw_only=True):
             firmware=self.firmware,
             hostname=self.hostname,
             mac=self.mac,
+            label=label,
         )
 
 

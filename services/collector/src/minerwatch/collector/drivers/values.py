@@ -117,6 +117,16 @@ def mac_address(value: object) -> str | None:
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2)).upper()
 
 
+def flag(value: object) -> bool | None:
+    """True or False from a boolean or a 0/1 number (firmwares send either); None for
+    anything else, so a missing flag stays unknown."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return value == 1
+    return None
+
+
 def text(value: object) -> str | None:
     """A non-empty stripped string from a string or number; None otherwise."""
     if isinstance(value, bool) or value is None:

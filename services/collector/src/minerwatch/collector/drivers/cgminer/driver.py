@@ -27,6 +27,7 @@ from minerwatch.collector.drivers.cgminer.families import (
 from minerwatch.collector.drivers.cgminer.replies import (
     Details,
     Identity,
+    Pools,
     build_reading,
     parse_pools,
     parse_summary,
@@ -95,7 +96,7 @@ class Quirks:
         """A joined command got no reply. A firmware may choke on one instead of refusing
         it: until a join has worked once, a few silences in a row mean "do not join".
         True when that was just decided."""
-        if self.joined is not None or error.reason == "connection refused":
+        if self.joined is not None or error.reason.startswith("refused"):
             return False
         self.joined_silences += 1
         if self.joined_silences < MAX_JOINED_SILENCES:
@@ -172,7 +173,7 @@ class CgminerDriver:
         details: list[Details] = []
         if summary_parser := family.parsers.get("summary"):
             details.append(summary_parser(summary_reply))
-        pool_url: str | None = None
+        pools: Pools | None = None
         for command in wanted:
             reply = results.get(command)
             try:
@@ -181,7 +182,7 @@ class CgminerDriver:
                 if reply is None:
                     continue
                 if command == "pools":
-                    pool_url = parse_pools(reply)
+                    pools = parse_pools(reply)
                 elif parser := family.parsers.get(command):
                     details.append(parser(reply))
                     self._consider_richer(family, command, details[-1])
@@ -194,7 +195,7 @@ class CgminerDriver:
         if identified:  # what the identity commands found joins the version's identity
             for item in details:
                 quirks.identity = (quirks.identity or Identity()).over(item.identity)
-        return build_reading(summary, details, pool_url, quirks.identity)
+        return build_reading(summary, details, pools, quirks.identity)
 
     async def _first_step(
         self, deadline: float, identify: bool

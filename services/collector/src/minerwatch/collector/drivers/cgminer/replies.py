@@ -92,6 +92,7 @@ class Summary:
     best_diff: float | None = None
     uptime_s: int | None = None
     power_w: float | None = None
+    blocks_found: int | None = None
 
 
 def parse_summary(reply: Mapping[str, Any]) -> Summary:
@@ -107,6 +108,7 @@ def parse_summary(reply: Mapping[str, Any]) -> Summary:
         uptime_s=count(block.get("Elapsed")),
         # Only firmwares that measure power send it (Whatsminer); stock Antminer: none.
         power_w=positive(block.get("Power")),
+        blocks_found=count(block.get("Found Blocks")),
     )
 
 
@@ -119,20 +121,45 @@ def _normalize_pool_url(url: str) -> str:
     return url if "://" in url else f"stratum+tcp://{url}"
 
 
-def parse_pools(reply: Mapping[str, Any]) -> str | None:
-    """The active pool's URL: ``Stratum Active``, else the alive pool of lowest Priority."""
+@dataclass(frozen=True, slots=True)
+class Pools:
+    """What a ``pools`` reply says about the pool in use: its URL, whether it is a fallback
+    (not the first by Priority) and whether it is up (``Status`` Alive). None: not said."""
+
+    url: str | None = None
+    fallback: bool | None = None
+    connected: bool | None = None
+
+
+def _priority(pool: Mapping[str, Any]) -> float:
+    value = number(pool.get("Priority"))
+    return value if value is not None else float("inf")
+
+
+def _alive(pool: Mapping[str, Any]) -> bool:
+    return str(pool.get("Status", "")).lower() == "alive"
+
+
+def parse_pools(reply: Mapping[str, Any]) -> Pools:
+    """The pool in use: ``Stratum Active``, else the alive pool of lowest Priority. It is
+    a fallback when a pool of lower Priority is configured; connected when Alive. With no
+    pool configured nothing is said; with none in use, the connection is down."""
     pools = [p for p in section(reply, "POOLS") if text(p.get("URL"))]
+    if not pools:
+        return Pools()
     active = [p for p in pools if is_true(p.get("Stratum Active"))]
-    if not active:
-        alive = [p for p in pools if str(p.get("Status", "")).lower() == "alive"]
-
-        def priority(pool: Mapping[str, Any]) -> float:
-            value = number(pool.get("Priority"))
-            return value if value is not None else float("inf")
-
-        active = sorted(alive, key=priority)
-    url = text(active[0].get("URL")) if active else None
-    return _normalize_pool_url(url) if url else None
+    in_use = active[0] if active else min(
+        (p for p in pools if _alive(p)), key=_priority, default=None)
+    if in_use is None:
+        return Pools(connected=False)
+    first = min(_priority(p) for p in pools)
+    mine = _priority(in_use)
+    url = text(in_use.get("URL"))
+    return Pools(
+        url=_normalize_pool_url(url) if url else None,
+        fallback=None if mine == float("inf") else mine > first,
+        connected=_alive(in_use),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +200,7 @@ def _first(values: Iterable[Any]) -> Any:
 def build_reading(
     summary: Summary,
     details: Sequence[Details] = (),
-    pool_url: str | None = None,
+    pools: Pools | None = None,
     identity: Identity | None = None,
 ) -> Reading:
     """Combine the parsed replies of one poll; only ``summary`` is required.
@@ -189,6 +216,7 @@ def build_reading(
     for item in details:
         merged = merged.over(item.identity)
     paused = any(d.paused for d in details)
+    pools = pools or Pools()
     return Reading(
         hashrate_ths=rate,
         expected_hashrate_ths=_first(d.expected_hashrate_ths for d in details),
@@ -200,8 +228,11 @@ def build_reading(
         shares_rejected=summary.shares_rejected,
         best_diff=summary.best_diff,
         uptime_s=summary.uptime_s,
-        pool_url=pool_url,
+        pool_url=pools.url,
         is_mining=rate > 0 and not paused,
+        pool_fallback=pools.fallback,
+        pool_connected=pools.connected,
+        blocks_found=summary.blocks_found,
         make=merged.make,
         model=merged.model,
         firmware=merged.firmware,

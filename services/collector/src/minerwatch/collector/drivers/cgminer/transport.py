@@ -15,7 +15,12 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
-from minerwatch.collector.drivers.reading import PollError, decode_json, timeout_reason
+from minerwatch.collector.drivers.reading import (
+    PollError,
+    decode_json,
+    refused_reason,
+    timeout_reason,
+)
 
 MAX_REPLY_BYTES = 1 << 20
 
@@ -165,10 +170,10 @@ async def request(
                 return decode_reply(bytes(received), check=check)
         raise PollError(timeout_reason(timeout_s)) from None
     except ConnectionRefusedError:
-        raise PollError("connection refused") from None
+        raise PollError(refused_reason(port)) from None
     except ConnectionResetError:
         if not received:
-            raise PollError("connection reset without a reply") from None
+            raise PollError("reset without a reply") from None
     except OSError as exc:
-        raise PollError(f"connection failed: {exc.strerror or exc}") from None
+        raise PollError(f"unreachable: {exc.strerror or exc}") from None
     return decode_reply(bytes(received), check=check)

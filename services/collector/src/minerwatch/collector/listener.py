@@ -1,0 +1,88 @@
+"""What the collector hears on its MQTT session: labels and forgotten miners.
+
+The publisher's session runs ``Listener.listen`` in a task of its own, so receiving never
+slows publishing. It subscribes, with MQTT v5 ``no_local`` (the collector's own infos
+never come back to it), to:
+
+- ``{base}/miners/+/label`` (retained ones too): a ``MinerLabel`` from the api sets the
+  miner's label (``FleetRegistry.set_label``); ``label: null`` or an empty payload removes
+  it, and the config's ``label`` applies again;
+- ``{base}/miners/+/info``, live messages only (``retain_handling`` 2: the fleet's
+  retained infos are not sent again at each connect): an empty payload is a miner
+  forgotten by the api or ``minerwatch-collector forget``
+  (``FleetRegistry.forgotten``). Other infos mean nothing here.
+
+Each message is acknowledged once handled. Bad input (a payload that does not decode, a
+topic that is not ours) is counted and logged through ``RejectLog``, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from minerwatch.collector.fleet import FleetRegistry
+from minerwatch.shared.errors import one_line
+from minerwatch.shared.messages import Rejected, decode_message
+from minerwatch.shared.mqtt import Message, MqttClient, Subscription
+from minerwatch.shared.rejects import RejectLog
+from minerwatch.shared.schemas import MinerLabel
+from minerwatch.shared.topics import INFO, LABEL
+
+log = logging.getLogger(__name__)
+
+#: The RejectLog kind of a message whose handling failed for a reason nobody foresaw.
+UNHANDLED = "unhandled"
+
+
+class Listener:
+    """Routes the messages of the collector's subscriptions to the fleet."""
+
+    def __init__(self, base_topic: str, fleet: FleetRegistry) -> None:
+        self.base = base_topic
+        self.fleet = fleet
+        self.rejects = RejectLog(log)
+        self.handled = 0
+
+    def subscriptions(self) -> list[Subscription]:
+        return [
+            Subscription(LABEL.filter(self.base), qos=1, no_local=True),
+            Subscription(INFO.filter(self.base), qos=1, no_local=True, retain_handling=2),
+        ]
+
+    async def listen(self, client: MqttClient) -> None:
+        """Subscribe and handle every message until the connection ends (MqttError)."""
+        await client.subscribe(self.subscriptions())
+        async for message in client.messages:
+            self.consume(message)
+            client.ack(message)
+
+    def consume(self, message: Message) -> None:
+        """``handle``, behind a guard: a bug costs one message, never the session."""
+        try:
+            self.handle(message.topic, message.payload)
+        except Exception as exc:
+            self.rejects.note(UNHANDLED, f"{message.topic[:200]}: handling failed: "
+                                         f"{type(exc).__name__}: {one_line(exc)}")
+            log.debug("handling a message on %s failed", message.topic[:200], exc_info=True)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        self.handled += 1
+        if payload and topic.endswith("/info"):
+            return  # another's info (a second collector?): nothing to do, not decoded
+        decoded = decode_message(self.base, topic, payload)
+        if isinstance(decoded, Rejected):
+            self.rejects.note(decoded.kind, str(decoded))
+            return
+        miner_id = decoded.miner_id
+        if miner_id is None:
+            return
+        if decoded.spec is LABEL:
+            label = decoded.message.label if isinstance(decoded.message, MinerLabel) else None
+            labels = self.fleet.labels
+            refused = labels.refused
+            self.fleet.set_label(miner_id, label)
+            if labels.refused > refused:
+                self.rejects.note(LABEL.name, f"{topic[:200]}: {labels.max_labels} labels "
+                                              "are kept already; this new one is ignored")
+        elif decoded.spec is INFO and decoded.message is None:
+            self.fleet.forgotten(miner_id)
