@@ -25,7 +25,7 @@ from sqlalchemy import Table, text
 
 from minerwatch.api.app import create_app
 from minerwatch.api.relay import Relay
-from minerwatch.shared.config import Config, DatabaseConfig, MqttConfig
+from minerwatch.shared.config import CollectorConfig, Config, DatabaseConfig, MqttConfig
 from minerwatch.shared.db import (
     alert_events,
     alert_row,
@@ -164,7 +164,8 @@ async def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 @pytest.fixture
 def start_api(broker, base_topic: str, db_url: str) -> StartApi:  # type: ignore[no-untyped-def]
     """``async with start_api(db_url=..., broker_url=..., backlog_limit=..., port=...) as api:``;
-    ``relay_options`` go to the Relay (e.g. ``max_cached_topics``)."""
+    ``relay_options`` go to the Relay (e.g. ``max_cached_topics``); ``poll_interval_s`` is
+    the collector's, which says when a sample is stale (3 of them)."""
 
     @asynccontextmanager
     async def start(
@@ -176,10 +177,12 @@ def start_api(broker, base_topic: str, db_url: str) -> StartApi:  # type: ignore
         send_buffer: int | None = None,
         port: int = 0,
         relay_options: dict[str, Any] | None = None,
+        poll_interval_s: float = 10.0,
     ) -> AsyncIterator[ApiServer]:
         mqtt = MqttConfig(url=broker_url, base_topic=base_topic, reconnect_min_s=0.1,
                           reconnect_max_s=0.5)
-        config = Config(mqtt=mqtt, database=DatabaseConfig(url=db_url))
+        config = Config(mqtt=mqtt, database=DatabaseConfig(url=db_url),
+                        collector=CollectorConfig(poll_interval_s=poll_interval_s))
         relay = Relay(mqtt, backlog_limit=backlog_limit, **(relay_options or {}))
         sock = socket.socket()
         if send_buffer is not None:
@@ -248,3 +251,29 @@ async def publish_many(broker: Any, messages: Iterable[tuple[str, bytes, bool]])
 def bulk_publish() -> Callable[..., Awaitable[None]]:
     """``await bulk_publish(broker, [(topic, payload, retain), ...])``: many messages fast."""
     return publish_many
+
+
+async def retained_messages(broker: Any, topic_filter: str) -> dict[str, bytes]:
+    """Every retained message the broker holds under ``topic_filter``, read by a client of
+    the test's own. A marker subscribed after the filter comes after all of its retained
+    messages (the broker queues them in the order of the subscriptions), so the read ends
+    when the marker arrives, without waiting for a silence."""
+    marker = f"mwtest-marker-{uuid.uuid4().hex}"
+    found: dict[str, bytes] = {}
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.publish(marker, b"end", qos=1, retain=True)
+        await client.subscribe(topic_filter, qos=1)
+        await client.subscribe(marker, qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                if message.topic.value == marker:
+                    break
+                found[message.topic.value] = bytes(message.payload)  # type: ignore[arg-type]
+        await client.publish(marker, b"", qos=1, retain=True)
+    return found
+
+
+@pytest.fixture
+def broker_retained(broker: Any) -> Callable[[str], Awaitable[dict[str, bytes]]]:
+    """``await broker_retained(filter)``: topic -> payload of what the broker retains."""
+    return lambda topic_filter: retained_messages(broker, topic_filter)

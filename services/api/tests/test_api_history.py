@@ -61,7 +61,7 @@ async def test_miners_lists_info_status_and_latest_sample(
     assert bitaxe["info"] == {"miner_id": "bitaxe-1", "driver": "axeos", "host": "10.0.0.5",
                               "port": 80, "make": "Bitaxe", "model": "Gamma",
                               "firmware": "v2.4.0", "hostname": "bitaxe",
-                              "mac": "aa:bb:cc:dd:ee:ff"}
+                              "mac": "aa:bb:cc:dd:ee:ff", "label": None}
     assert bitaxe["status"] == {"state": "online", "reason": None,
                                 "since": "2026-11-22T10:00:00.000Z",
                                 "last_seen": "2026-11-22T10:00:20.000Z", "failures": 0}
@@ -100,6 +100,7 @@ async def test_samples_default_to_the_latest_oldest_first(
         "expected_hashrate_ths": None, "power_w": 15.0, "efficiency_jth": 15.0, "temp_c": 55.0,
         "vr_temp_c": None, "fan_rpm": [4200], "shares_accepted": 100, "shares_rejected": 1,
         "best_diff": None, "uptime_s": None, "pool_url": None, "is_mining": True,
+        "pool_fallback": None, "pool_connected": None, "blocks_found": None,
     }
     # Without `since`: the LATEST `limit` samples, still oldest first.
     assert [s["ts"] for s in latest] == [ts(i * 10) for i in range(25, 30)]
@@ -181,5 +182,7 @@ async def test_openapi_documents_the_endpoints(start_api: StartApi) -> None:
     sample = spec["components"]["schemas"]["Sample"]
     assert {"hashrate_ths", "ts", "fan_rpm", "is_mining"} <= set(sample["properties"])
     entry = spec["components"]["schemas"]["MinerEntry"]
-    assert set(entry["properties"]) == {"miner_id", "info", "status", "sample"}
-    assert config.json() == {"base_topic": api.base}
+    assert set(entry["properties"]) == {"miner_id", "label", "state", "state_since",
+                                        "last_seen", "info", "status", "sample", "alerts"}
+    assert config.json() == {"base_topic": api.base, "poll_interval_s": 10.0,
+                             "stale_after_s": 30.0}

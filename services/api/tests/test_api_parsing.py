@@ -86,7 +86,7 @@ def test_frames_carry_the_decoded_message() -> None:
         "topic": "mw/miners/a/info",
         "payload": {"miner_id": "a", "driver": "axeos", "host": "10.0.0.5", "port": 80,
                     "make": None, "model": None, "firmware": None, "hostname": None,
-                    "mac": None}}
+                    "mac": None, "label": None}}
 
 
 def test_only_decoded_messages_reach_subscribers_and_rejects_are_counted() -> None:

@@ -33,6 +33,7 @@ def api_env(broker: Any, base_topic: str, db_url: str, listen: str) -> dict[str,
         MINERWATCH_BASE_TOPIC=base_topic,
         MINERWATCH_DB_URL=db_url,
         MINERWATCH_API_LISTEN=listen,
+        MINERWATCH_POLL_INTERVAL_S="4",
     )
     return env
 
@@ -64,13 +65,14 @@ async def test_serves_and_stops_cleanly_on_sigterm(
             while True:
                 try:
                     body = (await http.get("/healthz")).json()
-                    if body["status"] == "ok":
+                    if (body["broker"], body["database"]) == ("up", "up"):
                         break
                 except httpx.TransportError:
                     pass
                 assert time.monotonic() < deadline, "the api did not become healthy"
                 await asyncio.sleep(0.1)
-            assert (await http.get("/api/config")).json() == {"base_topic": base_topic}
+            assert (await http.get("/api/config")).json() == {
+                "base_topic": base_topic, "poll_interval_s": 4.0, "stale_after_s": 12.0}
             assert (await http.get("/")).status_code == 200
         assert await retained(broker, f"{base_topic}/services/api/status") == b"online"
 

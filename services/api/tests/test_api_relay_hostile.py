@@ -64,8 +64,10 @@ async def subscribe(ws: ClientConnection, topic_filter: str) -> None:
 
 
 async def health(url: str) -> dict[str, str]:
+    """The api's own part of /healthz: its broker link and database."""
     async with httpx.AsyncClient(base_url=url) as http:
-        return (await http.get("/healthz")).json()  # type: ignore[no-any-return]
+        body = (await http.get("/healthz")).json()
+    return {"broker": body["broker"], "database": body["database"]}
 
 
 async def wait_for(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -99,7 +101,7 @@ async def test_hostile_payloads_neither_stop_the_relay_nor_reach_clients(
         relay = api.relay
         await wait_for(lambda: relay.rejects.total >= len(retained_hostile), what="the rejects")
         await wait_for(lambda: f"{base}/miners/good-0/sample" in relay.retained)
-        assert await health(api.url) == {"status": "ok", "broker": "up", "database": "up"}
+        assert await health(api.url) == {"broker": "up", "database": "up"}
         assert set(relay.retained) == {f"{base}/miners/good-0/sample",
                                        f"{base}/services/api/status"}
 
@@ -121,7 +123,7 @@ async def test_hostile_payloads_neither_stop_the_relay_nor_reach_clients(
             assert [m["payload"]["hashrate_ths"] for m in received] == [
                 float(i) for i in range(1, 21)]
 
-        assert await health(api.url) == {"status": "ok", "broker": "up", "database": "up"}
+        assert await health(api.url) == {"broker": "up", "database": "up"}
         assert relay.listening and relay.unforeseen == 0
         assert relay.rejects.total == len(retained_hostile) + 20
         assert set(relay.rejects.counts) == {"sample", "status", "info", "alert", "service"}

@@ -94,6 +94,7 @@ async def test_minute_and_hour_steps_return_buckets_with_averages_and_spread(
         "expected_hashrate_ths": 1.2, "fan_rpm": [4000, 4100], "shares_accepted": 30,
         "shares_rejected": 1, "best_diff": 5e6, "uptime_s": 600,
         "pool_url": "stratum+tcp://pool:3333", "is_mining": True,
+        "pool_fallback": None, "pool_connected": None, "blocks_found": None,
     }
     assert by_minute[1]["is_mining"] is False and by_minute[1]["efficiency_jth"] == 10.0
     assert by_minute[2]["power_w"] is None and by_minute[2]["efficiency_jth"] is None
@@ -206,7 +207,8 @@ async def test_events_merge_status_changes_and_alerts_in_time_order(
         "type": "alert", "ts": "2026-11-22T10:05:00.000Z",
         "alert": {"miner_id": "bitaxe-1", "rule": "overheat", "state": "firing",
                   "severity": "warning", "value": 77.5, "threshold": 75.0,
-                  "message": "temp_c 77.5", "ts": "2026-11-22T10:05:00.000Z"}}
+                  "message": "temp_c 77.5", "ts": "2026-11-22T10:05:00.000Z",
+                  "label": None, "since": None, "muted": False}}
     assert [kind(e) for e in from_offline] == [("status", "offline"), ("status", "online")]
     assert [kind(e) for e in latest] == [("status", "online"), ("alert", "resolved")]
     assert [kind(e) for e in until_firing] == [("status", "online"), ("alert", "firing")]

@@ -1,8 +1,10 @@
-"""The Litestar application: history API, live WebSocket relay, dashboard and OpenAPI.
+"""The Litestar application: fleet, history, alerts and mutes, live WebSocket relay,
+dashboard and OpenAPI.
 
-Errors are answered as ``{"status_code", "detail"}``: 400 naming the parameter, 404, 503
-when the database cannot be used, and 500 for anything unforeseen, whose details go to the
-log (one line and the traceback) and never to the client.
+Errors are answered as ``{"status_code", "detail"}``: 400 naming the parameter (``body``
+for a request body that is not the expected object), 404, 503 when the database or the
+broker cannot be used, and 500 for anything unforeseen, whose details go to the log (one
+line and the traceback) and never to the client.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from litestar.types.file_types import FileInfo
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minerwatch.api.database import Database, DatabaseUnavailable
-from minerwatch.api.relay import Relay
+from minerwatch.api.relay import BrokerUnavailable, Relay
+from minerwatch.api.routes.alerts import alerts_index, mute_handler, mutes_index, unmute_handler
 from minerwatch.api.routes.config import client_config
+from minerwatch.api.routes.events import events_index
 from minerwatch.api.routes.health import healthz
 from minerwatch.api.routes.miners import miner_history, miners_index
 from minerwatch.api.routes.ws import live
@@ -63,6 +67,8 @@ def parameter_problems(extra: object, query: Mapping[str, str]) -> list[str]:
         if not isinstance(item, dict) or not item.get("key"):
             continue
         key = str(item["key"])
+        if key == "data" and item.get("source") == "body":
+            key = "body"  # Litestar's name for the whole request body
         message = str(item.get("message") or "invalid").replace("`", "")
         if key in query and "got" not in message:
             message += f" (got {query[key]!r})"
@@ -78,7 +84,7 @@ def _bad_request(request: Request[Any, Any, Any], exc: ValidationException
     return _error(400, "; ".join(problems) if problems else exc.detail)
 
 
-def _unavailable(_request: Request[Any, Any, Any], exc: DatabaseUnavailable
+def _unavailable(_request: Request[Any, Any, Any], exc: DatabaseUnavailable | BrokerUnavailable
                  ) -> Response[dict[str, object]]:
     return _error(503, str(exc))
 
@@ -113,6 +119,11 @@ def create_app(
         route_handlers=[
             miners_index,
             miner_history,
+            events_index,
+            alerts_index,
+            mute_handler,
+            mutes_index,
+            unmute_handler,
             healthz,
             client_config,
             live,
@@ -122,10 +133,12 @@ def create_app(
         dependencies={
             "db": Provide(lambda: db, sync_to_thread=False),
             "relay": Provide(lambda: relay, sync_to_thread=False),
+            "config": Provide(lambda: config, sync_to_thread=False),
         },
         exception_handlers={
             ValidationException: _bad_request,
             DatabaseUnavailable: _unavailable,
+            BrokerUnavailable: _unavailable,
             HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
         },
         lifespan=[lifespan],
@@ -133,6 +146,8 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="minerwatch api",
             version="1",
-            description="History of the miners, live MQTT relay over WebSocket, health.",
+            description=("The fleet (with stale data marked), history of the miners, "
+                         "alerts and mutes, labels and forgetting, live MQTT relay over "
+                         "WebSocket, health."),
         ),
     )

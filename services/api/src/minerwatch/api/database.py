@@ -1,4 +1,5 @@
-"""The api's handle on the history database (written by the store, read here).
+"""The api's handle on the history database (written by the store, read here; the api
+writes only when a miner is forgotten).
 
 The api must start and answer ``/healthz`` even when the database cannot be opened (a bad
 path, a full disk, PostgreSQL down), so the engine and schema are set up lazily and retried
@@ -78,6 +79,16 @@ class Database:
         engine = await self._ready_engine()
         try:
             async with engine.connect() as conn:
+                yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise DatabaseUnavailable(f"database error: {one_line(exc)}") from exc
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction, committed at the end (the api's few writes)."""
+        engine = await self._ready_engine()
+        try:
+            async with engine.begin() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
             raise DatabaseUnavailable(f"database error: {one_line(exc)}") from exc

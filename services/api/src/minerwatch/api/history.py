@@ -15,7 +15,8 @@ Values no sensor produces (NaN, infinities, out of a field's range: rows written
 ingest checked them) are read back by the rule of ``fields``: null for an optional number,
 the row left out when its required hashrate is one (see "rows to payloads" below).
 
-Events are a miner's status changes and alerts, merged in time order.
+Events are status changes and alerts, merged in time order: one miner's, or the fleet's
+(``fleet_events``, optionally of one kind).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import msgspec
 from sqlalchemy import ColumnElement, Select, Table, and_, case, exists, func, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from minerwatch.api.models import MinerEntry
 from minerwatch.shared.db import (
     ROLLUPS,
     Resolution,
@@ -208,6 +208,7 @@ def info_from_row(row: Row) -> MinerInfo | None:
         firmware=row["firmware"],
         hostname=row["hostname"],
         mac=row["mac"],
+        label=row["label"],
     )
 
 
@@ -304,9 +305,12 @@ def alert_change_from_row(row: Row) -> AlertChange | None:
         return None
     ts = ts_text(row["ts_ms"])
     value = row["value"] if _finite(row["value"]) else None
+    since = row["since_ms"]
     alert = AlertEvent(miner_id=row["miner_id"], rule=row["rule"], state=row["state"],
                        severity=row["severity"], value=value,
-                       threshold=row["threshold"], message=row["message"], ts=ts)
+                       threshold=row["threshold"], message=row["message"], ts=ts,
+                       label=row["label"], since=ts_text(since) if since is not None else None,
+                       muted=bool(row["muted"]))
     return AlertChange(ts=ts, alert=alert)
 
 
@@ -328,9 +332,20 @@ def merge_events(
     return events[: window.limit] if window.since_ms is not None else events[-window.limit:]
 
 
+@dataclass(frozen=True, slots=True)
+class StoredMiner:
+    """What the history database knows of one miner now (each part None when unknown)."""
+
+    miner_id: str
+    info: MinerInfo | None
+    status: MinerStatus | None
+    sample: Sample | None
+    forgotten_ms: int | None = None
+
+
 def merge_miners(
     miner_rows: Sequence[Row], latest_rows: Sequence[Row]
-) -> list[MinerEntry]:
+) -> list[StoredMiner]:
     """Every miner named in either table, sorted by id."""
     by_id = {row["miner_id"]: row for row in miner_rows}
     # A newest sample whose hashrate is impossible (see "rows to payloads") is no sample.
@@ -340,11 +355,12 @@ def merge_miners(
     for miner_id in sorted(by_id.keys() | {row["miner_id"] for row in latest_rows}):
         row = by_id.get(miner_id)
         entries.append(
-            MinerEntry(
+            StoredMiner(
                 miner_id=miner_id,
                 info=info_from_row(row) if row is not None else None,
                 status=status_from_row(row) if row is not None else None,
                 sample=latest.get(miner_id),
+                forgotten_ms=row["forgotten_ms"] if row is not None else None,
             )
         )
     return entries
@@ -447,13 +463,19 @@ def rollup_query(resolution: Resolution, miner_id: str, window: SampleWindow) ->
     return _time_window(query, table.c.bucket_ms, window)
 
 
-def status_events_query(miner_id: str, window: SampleWindow) -> Select[Any]:
-    query = select(status_events).where(status_events.c.miner_id == miner_id)
+def status_events_query(miner_id: str | None, window: SampleWindow) -> Select[Any]:
+    """Status changes in the window: one miner's, or (None) every miner's."""
+    query = select(status_events)
+    if miner_id is not None:
+        query = query.where(status_events.c.miner_id == miner_id)
     return _time_window(query, status_events.c.since_ms, window)
 
 
-def alert_events_query(miner_id: str, window: SampleWindow) -> Select[Any]:
-    query = select(alert_events).where(alert_events.c.miner_id == miner_id)
+def alert_events_query(miner_id: str | None, window: SampleWindow) -> Select[Any]:
+    """Alert events in the window: one miner's, or (None) every miner's."""
+    query = select(alert_events)
+    if miner_id is not None:
+        query = query.where(alert_events.c.miner_id == miner_id)
     return _time_window(query, alert_events.c.ts_ms, window)
 
 
@@ -481,13 +503,14 @@ def capped_count_query(miner_id: str, window: SampleWindow, cap: int) -> Select[
     return select(func.count()).select_from(query.limit(cap).subquery())
 
 
-async def list_miners(conn: AsyncConnection) -> list[MinerEntry]:
+async def list_miners(conn: AsyncConnection) -> list[StoredMiner]:
     miner_rows = (await conn.execute(select(miners))).mappings().all()
     latest_rows = (await conn.execute(latest_samples_query())).mappings().all()
     return merge_miners(miner_rows, latest_rows)
 
 
-async def _is_known(conn: AsyncConnection, miner_id: str) -> bool:
+async def is_known(conn: AsyncConnection, miner_id: str) -> bool:
+    """Whether the history holds anything of this miner (its row, samples or rollups)."""
     return bool((await conn.execute(known_miner_query(miner_id))).scalar())
 
 
@@ -503,7 +526,7 @@ async def miner_samples(
     query = (window_query(miner_id, window) if resolution is None
              else rollup_query(resolution, miner_id, window))
     rows = (await conn.execute(query)).mappings().all()
-    if not rows and not await _is_known(conn, miner_id):
+    if not rows and not await is_known(conn, miner_id):
         return None
     if window.since_ms is None:
         rows = list(reversed(rows))
@@ -554,6 +577,34 @@ async def miner_events(
     """Status changes and alerts in the window, oldest first; None for an unknown miner."""
     status_rows = (await conn.execute(status_events_query(miner_id, window))).mappings().all()
     alert_rows = (await conn.execute(alert_events_query(miner_id, window))).mappings().all()
-    if not status_rows and not alert_rows and not await _is_known(conn, miner_id):
+    if not status_rows and not alert_rows and not await is_known(conn, miner_id):
         return None
+    return merge_events(status_rows, alert_rows, window)
+
+
+EVENT_TYPES: tuple[str, ...] = ("status", "alert")
+
+
+def parse_event_type(text: str | None) -> str | None:
+    """``status`` or ``alert``; None (both) when absent."""
+    if text is None or not text.strip():
+        return None
+    kind = text.strip()
+    if kind not in EVENT_TYPES:
+        raise BadParameter(f"type: must be one of {', '.join(EVENT_TYPES)}, got {text[:40]!r}")
+    return kind
+
+
+async def fleet_events(
+    conn: AsyncConnection, window: SampleWindow, *, miner_id: str | None = None,
+    kind: str | None = None,
+) -> list[MinerEvent]:
+    """The fleet's status changes and alerts in the window, oldest first; only one
+    miner's with ``miner_id``, only one kind with ``kind`` (``status`` or ``alert``)."""
+    status_rows: Sequence[Row] = []
+    alert_rows: Sequence[Row] = []
+    if kind in (None, "status"):
+        status_rows = (await conn.execute(status_events_query(miner_id, window))).mappings().all()
+    if kind in (None, "alert"):
+        alert_rows = (await conn.execute(alert_events_query(miner_id, window))).mappings().all()
     return merge_events(status_rows, alert_rows, window)

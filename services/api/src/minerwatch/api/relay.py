@@ -16,6 +16,16 @@ for real payloads: 2,000 miners with a few alerts each fit many times over). Pas
 bound a NEW topic is relayed live but not cached, and the log says so once per connection:
 refusing newcomers, rather than evicting, keeps the state of the miners already known.
 
+Service liveness: the relay follows ``{base}/services/+/status`` of the four services
+(``SERVICES``) and remembers each one's state and since when the api saw it change
+(``services``). While its own broker link is down it cannot know: every service is then
+``unknown`` (the api itself ``offline``) since the link went down.
+
+Publishing: ``publish`` sends one retained QoS 1 message on the relay's session and waits
+for the broker's PUBACK (at most ``PUBLISH_TIMEOUT_S``); a broker that is not there is
+``BrokerUnavailable``, one line. The cache takes the published state at once, so what the
+api answers next already shows it (the broker's echo replaces it again, unchanged).
+
 Slow clients: every client has its own backlog of frames, filled without ever waiting, so
 one client can never hold up the MQTT loop or the other clients. A backlog holds at most
 ``backlog_limit`` frames; past it the OLDEST frames go, counted (logged once per client and
@@ -43,16 +53,19 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
 from minerwatch.shared.config import MqttConfig
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Payload, Rejected, decode_message
-from minerwatch.shared.mqtt import MqttClient, MqttLink
+from minerwatch.shared.mqtt import BrokerLimitError, MqttClient, MqttError, MqttLink
 from minerwatch.shared.rejects import RejectLog
-from minerwatch.shared.topics import FilterError, filter_matches
+from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Mute, Sample, now_ts
+from minerwatch.shared.topics import ALERT, FilterError, filter_matches, match_topic
 from minerwatch.shared.topics import check_filter as check_mqtt_filter
 
 log = logging.getLogger("minerwatch.api.relay")
@@ -70,6 +83,14 @@ MAX_CACHED_BYTES = 32 * 1024 * 1024
 RECEIVE_MAXIMUM = 100
 #: An unforeseen error is logged with its traceback at most once per this many seconds.
 UNFORESEEN_LOG_INTERVAL_S = 30.0
+#: How long a publish from the api may wait for the broker's PUBACK.
+PUBLISH_TIMEOUT_S = 5.0
+#: The services whose liveness the api follows, in the order ``/healthz`` lists them.
+SERVICES: tuple[str, ...] = ("collector", "store", "alerts", "api")
+
+ServiceStateName = Literal["online", "offline", "unknown"]
+_MINER_PAYLOADS: dict[str, type[Sample | MinerStatus | MinerInfo]] = {
+    "sample": Sample, "status": MinerStatus, "info": MinerInfo}
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -80,8 +101,11 @@ __all__ = [
     "MAX_FILTERS_PER_CLIENT",
     "MAX_UNREAD_REPLIES",
     "RECEIVE_MAXIMUM",
+    "SERVICES",
+    "BrokerUnavailable",
     "FilterError",
     "Relay",
+    "ServiceSeen",
     "Subscriber",
     "TopicFilter",
     "check_filter",
@@ -99,6 +123,43 @@ def message_frame(topic: str, message: Payload | None) -> str:
 def notice_frame(key: str, value: str) -> str:
     """``{"error": "..."}``, ``{"subscribed": "<filter>"}``, ``{"unsubscribed": "<filter>"}``."""
     return _json_encoder.encode({key: value}).decode()
+
+
+class BrokerUnavailable(Exception):
+    """The api cannot publish right now; the message is one line for the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSeen:
+    """A service's state as the api sees it, and since when (``None``: never seen)."""
+
+    state: ServiceStateName
+    since: str | None
+
+
+T = TypeVar("T")
+
+
+class _Frame(msgspec.Struct, Generic[T]):
+    """A cached frame read back: its payload as the Struct of its topic."""
+
+    topic: str
+    payload: T
+
+
+_frame_decoders: dict[type, msgspec.json.Decoder[_Frame[Any]]] = {}
+
+
+def frame_payload(frame: str, kind: type[T]) -> T | None:
+    """The payload of a cached frame as ``kind``; None if it is not one (never raises)."""
+    decoder = _frame_decoders.get(kind)
+    if decoder is None:
+        decoder = _frame_decoders[kind] = msgspec.json.Decoder(_Frame[kind])  # type: ignore[valid-type]
+    try:
+        payload = decoder.decode(frame).payload
+    except msgspec.DecodeError:
+        return None
+    return payload if isinstance(payload, kind) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +273,11 @@ class Relay:
         #: True once the broker acknowledged the ``{base}/#`` subscription of this session.
         self.listening = False
         self._task: asyncio.Task[None] | None = None
+        self._client: MqttClient | None = None
+        #: service -> its last state seen on MQTT, and since when (see ``service``)
+        self._services: dict[str, ServiceSeen] = {}
+        #: When the broker link last went down (None: never up yet, or up now).
+        self._down_since: str | None = now_ts()
 
     @property
     def connected(self) -> bool:
@@ -235,9 +301,11 @@ class Relay:
         # The broker replays every retained message on (re)subscription: start the cache
         # afresh so a topic deleted while we were away does not live on here.
         self._clear_cache()
-        await client.subscribe([f"{self.base}/#"])
-        self.listening = True
+        self._client = client
+        self._down_since = None
         try:
+            await client.subscribe([f"{self.base}/#"])
+            self.listening = True
             async for message in client.messages:
                 self.receive(message.topic, message.payload)
                 client.ack(message)  # relayed or not, it is done with
@@ -246,6 +314,27 @@ class Relay:
                 await asyncio.sleep(0)
         finally:
             self.listening = False
+            self._client = None
+            self._down_since = now_ts()
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = True) -> None:
+        """Publish at QoS 1 on the relay's session and wait for the PUBACK; the cache takes
+        the new state at once. BrokerUnavailable (one line) when that cannot be done."""
+        client = self._client
+        if client is None or not client.connected:
+            raise BrokerUnavailable(f"the broker is not connected: {topic} was not published")
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await client.publish(topic, payload, qos=1, retain=retain)
+        except TimeoutError:
+            raise BrokerUnavailable(f"the broker did not acknowledge {topic} within "
+                                    f"{PUBLISH_TIMEOUT_S:g} s") from None
+        except (MqttError, BrokerLimitError) as exc:
+            raise BrokerUnavailable(f"publishing {topic} failed: {one_line(exc)}") from None
+        decoded = decode_message(self.base, topic, payload)
+        if not isinstance(decoded, Rejected):
+            self._note(decoded.topic, decoded.spec.retained, decoded.spec.name, decoded.name,
+                       decoded.message)
 
     def receive(self, topic: str, payload: bytes) -> None:
         """``dispatch`` behind the last-resort guard: whatever goes wrong with one message
@@ -262,12 +351,83 @@ class Relay:
         if isinstance(decoded, Rejected):
             self.rejects.note(decoded.kind, str(decoded))
             return
-        frame = message_frame(topic, decoded.message)
-        if decoded.spec.retained:
-            self._remember(topic, None if decoded.message is None else frame)
+        frame = self._note(topic, decoded.spec.retained, decoded.spec.name, decoded.name,
+                           decoded.message)
         for subscriber in self.subscribers:
             if subscriber.matches(topic):
                 subscriber.push(frame)
+
+    def _note(self, topic: str, retained: bool, kind: str, name: str | None,
+              message: Payload | None) -> str:
+        """Take a decoded message into the state (cache, services); its frame."""
+        frame = message_frame(topic, message)
+        if retained:
+            self._remember(topic, None if message is None else frame)
+        if kind == "service" and name in SERVICES:
+            self._see_service(name, message if isinstance(message, str) else None)
+        return frame
+
+    # --- service liveness ---------------------------------------------------------------
+
+    def _see_service(self, service: str, state: str | None) -> None:
+        seen: ServiceStateName = "online" if state == "online" else (
+            "offline" if state == "offline" else "unknown")
+        old = self._services.get(service)
+        if old is None or old.state != seen:
+            self._services[service] = ServiceSeen(seen, now_ts())
+
+    def service(self, name: str) -> ServiceSeen:
+        """What the api knows of a service now. With the broker link down nothing is
+        known: ``unknown`` (the api itself ``offline``) since the link went down."""
+        if not self.connected:
+            return ServiceSeen("offline" if name == "api" else "unknown", self._down_since)
+        return self._services.get(name, ServiceSeen("unknown", None))
+
+    # --- reading the cached state -------------------------------------------------------
+
+    def cached(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(topic, frame) of every cached topic starting with ``prefix``."""
+        for topic, frame in list(self.retained.items()):
+            if topic.startswith(prefix):
+                yield topic, frame
+
+    def cached_payloads(self, prefix: str, kind: type[T]) -> Iterator[tuple[str, T]]:
+        """(topic, payload) of the cached topics under ``prefix`` whose payload is a ``kind``."""
+        for topic, frame in self.cached(prefix):
+            payload = frame_payload(frame, kind)
+            if payload is not None:
+                yield topic, payload
+
+    def alerts(self) -> list[AlertEvent]:
+        """Every cached alert event (firing, resolved and one-off), by topic."""
+        return [alert for _topic, alert in self.cached_payloads(
+            f"{self.base}/alerts/", AlertEvent)]
+
+    def mutes(self) -> list[Mute]:
+        """Every cached mute, expired or not."""
+        return [mute for _topic, mute in self.cached_payloads(
+            f"{self.base}/mutes/", Mute)]
+
+    def miner_payloads(self) -> Iterator[tuple[str, Sample | MinerStatus | MinerInfo]]:
+        """(miner id, payload) of every cached sample, status and info."""
+        for topic, frame in self.cached(f"{self.base}/miners/"):
+            found = match_topic(self.base, topic)
+            kind = _MINER_PAYLOADS.get(found[0].name) if found is not None else None
+            if found is None or found[1] is None or kind is None:
+                continue
+            payload = frame_payload(frame, kind)
+            if payload is not None:
+                yield found[1], payload
+
+    def knows_miner(self, miner_id: str) -> bool:
+        """Whether any retained topic of this miner (its own or an alert) is cached."""
+        return any(True for _ in self.cached(f"{self.base}/miners/{miner_id}/")) or bool(
+            self.alert_topics(miner_id))
+
+    def alert_topics(self, miner_id: str) -> list[str]:
+        """The cached retained alert topics of one miner."""
+        prefix = ALERT.topic(self.base, miner_id=miner_id, rule="")
+        return sorted(topic for topic, _frame in self.cached(prefix))
 
     def _unforeseen(self, topic: str, exc: Exception) -> None:
         self.unforeseen += 1

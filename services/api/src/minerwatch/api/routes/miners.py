@@ -1,88 +1,139 @@
-"""``GET /api/miners`` and a miner's history: ``/api/miners/{miner_id}/samples`` and
+"""``GET /api/miners``, a miner's label and forgetting (``PATCH`` / ``DELETE
+/api/miners/{miner_id}``), and its history: ``/api/miners/{miner_id}/samples`` and
 ``/api/miners/{miner_id}/events``."""
 
 from __future__ import annotations
 
-from litestar import Router, get
+import time
+
+from litestar import Router, delete, get, patch
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, ValidationException
-from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIType
-from litestar.params import Parameter
+from litestar.exceptions import ValidationException
+from litestar.openapi.spec import OpenAPIType
+from litestar.params import JSONBody, Parameter
 
 from minerwatch.api.database import Database
+from minerwatch.api.fleet import build_fleet, firing_by_miner, live_miners
+from minerwatch.api.forget import mark_forgotten, miner_topics, purge
 from minerwatch.api.history import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
     STEPS,
     BadParameter,
     MinerEvent,
     SampleRollup,
     SampleWindow,
-    check_miner_id,
+    is_known,
     list_miners,
     miner_events,
     miner_samples,
     parse_step,
-    parse_window,
 )
-from minerwatch.api.models import ErrorBody, MinerEntry
+from minerwatch.api.labels import check_label
+from minerwatch.api.models import Forgotten, LabelChange, LabelSet, MinerEntry
+from minerwatch.api.presence import stale_after_s
+from minerwatch.api.relay import Relay
+from minerwatch.api.routes.params import (
+    BAD_PARAMETER,
+    HISTORY_ANSWERS,
+    ID_HELP,
+    ID_SCHEMA,
+    NO_BROKER_OR_DATABASE,
+    NO_DATABASE,
+    UNKNOWN_MINER,
+    WINDOW,
+    checked,
+    not_found,
+    optional,
+)
+from minerwatch.shared.config import Config
 from minerwatch.shared.fields import ROLLUP_MEAN
-from minerwatch.shared.schemas import Sample
-from minerwatch.shared.topics import MINER_ID_RE
+from minerwatch.shared.schemas import MinerLabel, Sample, encode, now_ts
+from minerwatch.shared.topics import label_topic
 
-_TS_HELP = (
-    "ISO 8601 timestamp, inclusive; with or without an offset (naive means UTC), "
-    "e.g. 2026-11-22T10:00:00Z; years 1 to 9999 in UTC"
+_STEP_SCHEMA = optional(OpenAPIType.STRING, enum=list(STEPS), default="raw")
+_CHANGE_ANSWERS = {400: BAD_PARAMETER, 404: UNKNOWN_MINER, 503: NO_BROKER_OR_DATABASE}
+
+
+@get("/api/miners", summary="Every known miner: label, state (stale included), last seen, "
+     "info, status, latest sample and firing alerts", responses={503: NO_DATABASE},
+     description=(
+         "`state` is `online`, `idle`, `offline`, `stale` or `unknown`. `stale`: the "
+         "collector is not online, or the latest sample is older than 3 poll intervals "
+         "while the status says online or idle; `state_since` is then the miner's "
+         "`last_seen`, the latest of its status's `last_seen` and its sample's `ts`. "
+         "A forgotten miner is left out until something newer comes from it."))
+async def miners_index(db: NamedDependency[Database], relay: NamedDependency[Relay],
+                       config: NamedDependency[Config]) -> list[MinerEntry]:
+    async with db.connect() as conn:
+        stored = await list_miners(conn)
+    now_ms = int(time.time() * 1000)
+    return build_fleet(
+        stored, live_miners(relay.miner_payloads()),
+        firing_by_miner(relay.alerts(), relay.mutes(), now_ms),
+        collector_online=relay.service("collector").state == "online", now_ms=now_ms,
+        stale_after_ms=int(stale_after_s(config.collector.poll_interval_s) * 1000))
+
+
+async def _known(db: Database, relay: Relay, miner_id: str) -> None:
+    """404 unless the broker's retained state or the history knows the miner."""
+    if relay.knows_miner(miner_id):
+        return
+    async with db.connect() as conn:
+        if not await is_known(conn, miner_id):
+            raise not_found(miner_id)
+
+
+@patch(
+    "/",
+    summary="Set or remove a miner's label (its display name)",
+    description=(
+        "Publishes `{\"label\", \"ts\"}` retained on `{base}/miners/{miner_id}/label`; the "
+        "collector folds it into the miner's info, over the label of its config. "
+        "`{\"label\": null}` removes it. The id stays the stable slug."),
+    responses=_CHANGE_ANSWERS,
 )
-
-
-def _optional(kind: OpenAPIType, **schema: object) -> dict[str, object]:
-    """The schema of an optional query parameter: its type alone (Litestar would write
-    ``oneOf: [<type>, null]``, and a query string cannot carry a null)."""
-    return {"oneOf": None, "type": kind, **schema}
-
-
-#: Declared as a date-time; a time without an offset is taken as UTC too.
-_TS_SCHEMA = _optional(OpenAPIType.STRING, format="date-time")
-_TS_EXAMPLES = [Example(summary="UTC", value="2026-11-22T10:00:00Z"),
-                Example(summary="with an offset", value="2026-11-22T12:00:00+02:00")]
-_ID_HELP = "the miner id, [a-z0-9_-]{1,64}"
-_ID_SCHEMA = {"pattern": MINER_ID_RE.pattern, "minLength": 1, "maxLength": 64}
-_LIMIT_HELP = f"at most this many items, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})"
-_STEP_SCHEMA = _optional(OpenAPIType.STRING, enum=list(STEPS), default="raw")
-_LIMIT_SCHEMA = _optional(OpenAPIType.INTEGER, default=DEFAULT_LIMIT)
-
-
-def _answer(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=ErrorBody, description=description,
-                        generate_examples=False)
-
-
-_BAD_PARAMETER = _answer("A parameter is wrong; `detail` names it first (e.g. `since: ...`)")
-_UNKNOWN_MINER = _answer("No miner with this id is known (no info, status or samples)")
-_NO_DATABASE = _answer("The history database cannot be used right now")
-HISTORY_ANSWERS = {400: _BAD_PARAMETER, 404: _UNKNOWN_MINER, 503: _NO_DATABASE}
-
-
-def _not_found(miner_id: str) -> NotFoundException:
-    return NotFoundException(f"no miner {miner_id!r} is known (no info, status or samples)")
-
-
-def _window(miner_id: str, since: str | None, until: str | None,
-            limit: int | None) -> SampleWindow:
+async def miner_label_handler(
+    data: JSONBody[LabelChange], db: NamedDependency[Database], relay: NamedDependency[Relay],
+    miner_id: str = Parameter(description=ID_HELP, schema_extra=ID_SCHEMA),
+) -> LabelSet:
+    checked(miner_id)
     try:
-        check_miner_id(miner_id)
-        return parse_window(since, until, limit)
+        label = check_label(data.label)
     except BadParameter as exc:
         raise ValidationException(str(exc)) from None
+    await _known(db, relay, miner_id)
+    await relay.publish(label_topic(relay.base, miner_id),
+                        encode(MinerLabel(label=label, ts=now_ts())))
+    return LabelSet(miner_id=miner_id, label=label)
 
 
-@get("/api/miners", summary="Every known miner with its info, status and latest sample",
-     responses={503: _NO_DATABASE})
-async def miners_index(db: NamedDependency[Database]) -> list[MinerEntry]:
-    async with db.connect() as conn:
-        return await list_miners(conn)
+@delete(
+    "/",
+    status_code=200,
+    summary="Forget a miner: clear its retained topics, keep (or purge) its history",
+    description=(
+        "Clears (empty retained) the miner's sample, status, info and label topics and "
+        "every retained alert of it, and marks it forgotten: it leaves `/api/miners` until "
+        "it answers again. Its history stays unless `purge=true`, which deletes its rows "
+        "from every table."),
+    responses=_CHANGE_ANSWERS,
+)
+async def forget_miner_handler(
+    db: NamedDependency[Database], relay: NamedDependency[Relay],
+    miner_id: str = Parameter(description=ID_HELP, schema_extra=ID_SCHEMA),
+    purge_history: bool = Parameter(query="purge", default=False,
+                                    description="also delete the miner's history"),
+) -> Forgotten:
+    checked(miner_id)
+    await _known(db, relay, miner_id)
+    cleared = [*miner_topics(relay.base, miner_id), *relay.alert_topics(miner_id)]
+    for topic in cleared:
+        await relay.publish(topic, b"")
+    async with db.begin() as conn:
+        if purge_history:
+            await purge(conn, miner_id)
+        else:
+            await mark_forgotten(conn, miner_id, int(time.time() * 1000))
+    return Forgotten(miner_id=miner_id, cleared=cleared, purged=purge_history)
 
 
 @get(
@@ -103,21 +154,17 @@ async def miners_index(db: NamedDependency[Database]) -> list[MinerEntry]:
         "rollups are kept for fewer days); without `since` it means raw."
     ),
     responses=HISTORY_ANSWERS,
+    dependencies=WINDOW,
 )
 async def miner_samples_handler(
     db: NamedDependency[Database],
-    miner_id: str = Parameter(description=_ID_HELP, schema_extra=_ID_SCHEMA),
-    since: str | None = Parameter(default=None, description=_TS_HELP, schema_extra=_TS_SCHEMA,
-                                  examples=_TS_EXAMPLES),
-    until: str | None = Parameter(default=None, description=_TS_HELP, schema_extra=_TS_SCHEMA,
-                                  examples=_TS_EXAMPLES),
-    limit: int | None = Parameter(default=None, description=_LIMIT_HELP, ge=1, le=MAX_LIMIT,
-                                  schema_extra=_LIMIT_SCHEMA),
+    window: NamedDependency[SampleWindow],
+    miner_id: str = Parameter(description=ID_HELP, schema_extra=ID_SCHEMA),
     step: str | None = Parameter(
         default=None, description=f"one of {', '.join(STEPS)} (default raw)",
         schema_extra=_STEP_SCHEMA),
 ) -> list[Sample] | list[SampleRollup]:
-    window = _window(miner_id, since, until, limit)
+    checked(miner_id)
     try:
         resolution = parse_step(step)
     except BadParameter as exc:
@@ -125,7 +172,7 @@ async def miner_samples_handler(
     async with db.connect() as conn:
         found = await miner_samples(conn, miner_id, window, resolution)
     if found is None:
-        raise _not_found(miner_id)
+        raise not_found(miner_id)
     return found
 
 
@@ -139,27 +186,24 @@ async def miner_samples_handler(
         "published on MQTT. `since`, `until` and `limit` work as for samples."
     ),
     responses=HISTORY_ANSWERS,
+    dependencies=WINDOW,
 )
 async def miner_events_handler(
     db: NamedDependency[Database],
-    miner_id: str = Parameter(description=_ID_HELP, schema_extra=_ID_SCHEMA),
-    since: str | None = Parameter(default=None, description=_TS_HELP, schema_extra=_TS_SCHEMA,
-                                  examples=_TS_EXAMPLES),
-    until: str | None = Parameter(default=None, description=_TS_HELP, schema_extra=_TS_SCHEMA,
-                                  examples=_TS_EXAMPLES),
-    limit: int | None = Parameter(default=None, description=_LIMIT_HELP, ge=1, le=MAX_LIMIT,
-                                  schema_extra=_LIMIT_SCHEMA),
+    window: NamedDependency[SampleWindow],
+    miner_id: str = Parameter(description=ID_HELP, schema_extra=ID_SCHEMA),
 ) -> list[MinerEvent]:
-    window = _window(miner_id, since, until, limit)
+    checked(miner_id)
     async with db.connect() as conn:
         found = await miner_events(conn, miner_id, window)
     if found is None:
-        raise _not_found(miner_id)
+        raise not_found(miner_id)
     return found
 
 
-#: One miner's history, samples and events (registered in the app as one router).
+#: One miner: its label, forgetting it, its samples and events (one router in the app).
 miner_history = Router(
     path="/api/miners/{miner_id:str}",
-    route_handlers=[miner_samples_handler, miner_events_handler],
+    route_handlers=[miner_label_handler, forget_miner_handler, miner_samples_handler,
+                    miner_events_handler],
 )
