@@ -4,10 +4,51 @@
 #   demo: a local broker when none answers, the simulated fleet, the four services.
 #   run:  a local broker when none answers, the four services with your own config.
 # Every MINERWATCH_* variable is honoured; the demo only fills in the ones you left unset.
+#   broker-conf PORT DIR: only write DIR/mosquitto.conf (and DIR/broker/), as demo and run do.
 set -euo pipefail
-mode=${1:?usage: local-stack.sh demo|run}
+mode=${1:?usage: local-stack.sh demo|run|broker-conf PORT DIR}
+if [ "$mode" = broker-conf ]; then
+  conf_port=${2:?usage: local-stack.sh broker-conf PORT DIR}
+  conf_dir=$(realpath -m "${3:?usage: local-stack.sh broker-conf PORT DIR}")
+fi
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH:/usr/sbin"
+
+# The local broker's config in DIR/mosquitto.conf: mosquitto/dev.conf with PORT and its
+# persistence (retained messages, the store's queued session) in DIR/broker/. Started as
+# root, mosquitto drops to the user `mosquitto` and could not write DIR itself ("Error:
+# Permission denied." at every autosave, nothing kept): that folder is given to it. Where
+# that user cannot reach it at all (a parent folder only root may enter), the broker
+# stays root (`user root`) rather than lose its state. Run as anyone else, mosquitto
+# keeps that user and needs nothing.
+broker_conf() {
+  local port=$1 dir=$2 data="$2/broker" user=""
+  mkdir -p "$data"
+  # where an earlier version kept it, so an upgrade keeps the broker's state
+  if [ -f "$dir/mosquitto.db" ] && [ ! -e "$data/mosquitto.db" ]; then
+    mv "$dir/mosquitto.db" "$data/mosquitto.db"
+  fi
+  if [ "$(id -u)" = 0 ]; then
+    if id -u mosquitto >/dev/null 2>&1 && chown -R mosquitto: "$data" &&
+        runuser -u mosquitto -- test -w "$data" 2>/dev/null; then
+      user=mosquitto
+    else
+      user=root
+    fi
+  fi
+  {
+    sed -e "s/^listener 1883 /listener $port /" \
+        -e "s|^persistence_location .*|persistence_location $data/|" mosquitto/dev.conf
+    if [ -n "$user" ]; then
+      printf '\n# started as root: the user the broker runs as (local-stack.sh)\nuser %s\n' "$user"
+    fi
+  } > "$dir/mosquitto.conf"
+}
+
+if [ "$mode" = broker-conf ]; then
+  broker_conf "$conf_port" "$conf_dir"
+  exit 0
+fi
 mkdir -p .demo
 
 if [ "$mode" = demo ]; then
@@ -44,7 +85,7 @@ if [ "$answers" = no ]; then
   case "$host" in
     127.*|localhost|::1)
       command -v mosquitto >/dev/null || { echo "mosquitto is not installed: run 'make setup'"; exit 1; }
-      sed "s/^listener 1883 /listener $port /" mosquitto/dev.conf > .demo/mosquitto.conf
+      broker_conf "$port" "$PWD/.demo"
       processes=(broker "${processes[@]}")
       echo "starting a local broker on $host:$port (mosquitto/dev.conf)" ;;
     *)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +158,103 @@ async def test_the_store_logs_in_reads_and_announces_itself_on_the_production_br
         async with Client("127.0.0.1", production_broker, username="store",
                           password="wrong"):
             pass
+
+
+# --- the demo broker's state (deploy/local-stack.sh broker-conf) ---------------------
+
+LOCAL_STACK = ROOT / "deploy" / "local-stack.sh"
+IS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder every user can reach (pytest's own are root's alone), as a checkout is."""
+    path = Path(tempfile.mkdtemp(prefix="mw-demo-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def as_user(user: str | None, command: list[str]) -> list[str]:
+    """``command`` as ``user`` (setpriv execs it: a SIGTERM reaches the command itself)."""
+    if user is None:
+        return command
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *command]
+
+
+async def retained_payload(port: int, topic: str) -> bytes | None:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe(topic, qos=1)
+        try:
+            async with asyncio.timeout(2):
+                async for message in client.messages:
+                    return bytes(message.payload)
+        except TimeoutError:
+            return None
+    return None
+
+
+def write_demo_conf(user: str | None, port: int, demo: Path) -> str:
+    """Run ``local-stack.sh broker-conf`` as ``user``; the config it wrote."""
+    if user is not None:
+        demo.parent.chmod(0o777)  # the user's checkout is theirs
+    subprocess.run(as_user(user, ["bash", str(LOCAL_STACK), "broker-conf", str(port),
+                                  str(demo)]), check=True)
+    return (demo / "mosquitto.conf").read_text()
+
+
+@pytest.mark.parametrize("case", ["root, folder reachable", "root, folder private",
+                                  "normal user"])
+async def test_the_demo_broker_keeps_its_state_across_a_restart(  # type: ignore[no-untyped-def]
+    case: str, open_dir: Path, tmp_path: Path, port_picker, port_waiter,
+) -> None:
+    """The config ``make demo`` writes, run by the real mosquitto: persistence writes its
+    file (autosave on shutdown) and a retained message survives a restart. As root, the
+    broker drops to `mosquitto`, who is given the persistence folder, or stays root where
+    it could not reach it; as a normal user nothing changes."""
+    user = None
+    if case == "normal user" and IS_ROOT:
+        user = "mosquitto"  # a user of no privilege (the package's), as a developer is
+    demo = tmp_path / "demo" if case == "root, folder private" else open_dir / ".demo"
+    port = port_picker()
+    conf = write_demo_conf(user, port, demo)
+    assert f"listener {port} 127.0.0.1" in conf
+    assert f"persistence_location {demo}/broker/" in conf
+    expected_user = None
+    if IS_ROOT and user is None:
+        expected_user = "root" if case == "root, folder private" else "mosquitto"
+    assert re.findall(r"^user (\S+)$", conf, flags=re.M) == (
+        [expected_user] if expected_user else [])
+
+    def broker() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(as_user(user, [MOSQUITTO, "-c", str(demo / "mosquitto.conf")]),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        port_waiter(port, timeout=5)
+        return proc
+
+    def stop(proc: subprocess.Popen[bytes]) -> str:
+        proc.terminate()  # SIGTERM: mosquitto saves its persistence file on the way out
+        out = proc.communicate(timeout=10)[0].decode()
+        assert proc.returncode == 0, out
+        return out
+
+    topic = "minerwatch/miners/rig-1/status"
+    first = broker()
+    try:
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.publish(topic, b'{"state": "online"}', qos=1, retain=True)
+    finally:
+        log = stop(first)
+    assert "Permission denied" not in log and "Error" not in log, log
+    saved = demo / "broker" / "mosquitto.db"
+    assert saved.is_file() and saved.stat().st_size > 0
+    if expected_user == "mosquitto":  # written by the user it dropped to
+        assert saved.owner() == "mosquitto"
+    second = broker()
+    try:
+        assert await retained_payload(port, topic) == b'{"state": "online"}'
+    finally:
+        log = stop(second)
+    assert "Permission denied" not in log, log

@@ -145,8 +145,9 @@ async def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-async def _postgres_engine() -> tuple[AsyncEngine, Callable[[], Any]]:
-    """An engine whose tables live in a schema of this test's own, dropped afterwards."""
+async def _postgres_engine(tables: bool = True) -> tuple[AsyncEngine, Callable[[], Any]]:
+    """An engine whose tables live in a schema of this test's own, dropped afterwards
+    (``tables`` False: the schema left empty)."""
     schema = f"mwstore_{uuid.uuid4().hex[:12]}"
     admin = db.create_engine(PG_URL)
     problem = None
@@ -160,7 +161,8 @@ async def _postgres_engine() -> tuple[AsyncEngine, Callable[[], Any]]:
         pytest.fail(f"PostgreSQL at {PG_URL} is unreachable; the store's PostgreSQL tests "
                     f"need it: {problem}", pytrace=False)
     engine = db.create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
-    await db.create_schema(engine)
+    if tables:
+        await db.create_schema(engine)
 
     async def drop() -> None:
         await engine.dispose()
@@ -180,6 +182,22 @@ async def engine(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterat
         await sqlite_engine.dispose()
         return
     pg_engine, drop = await _postgres_engine()
+    try:
+        yield pg_engine
+    finally:
+        await drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_engine(request: pytest.FixtureRequest, sqlite_url: str
+                       ) -> AsyncIterator[AsyncEngine]:
+    """Both engines, with no tables yet (to build an older release's schema in)."""
+    if request.param == "sqlite":
+        sqlite_engine = db.create_engine(sqlite_url)
+        yield sqlite_engine
+        await sqlite_engine.dispose()
+        return
+    pg_engine, drop = await _postgres_engine(tables=False)
     try:
         yield pg_engine
     finally:

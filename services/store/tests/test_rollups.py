@@ -23,7 +23,8 @@ def values(miner_id: str, ts_ms: int, **fields: Any) -> dict[str, Any]:
         "expected_hashrate_ths": 1.2, "power_w": 15.0, "efficiency_jth": 15.0,
         "temp_c": 60.0, "vr_temp_c": None, "fan_rpm": [4000], "shares_accepted": 10,
         "shares_rejected": 0, "best_diff": 1e6, "uptime_s": 100, "pool_url": "p",
-        "is_mining": True,
+        "is_mining": True, "pool_fallback": None, "pool_connected": None,
+        "blocks_found": None,
     }
     row.update(fields)
     return row

@@ -65,6 +65,9 @@ def test_sample_becomes_a_row_with_every_value(make: Any) -> None:
         "uptime_s": 86400,
         "pool_url": "stratum+tcp://pool.example:3333",
         "is_mining": True,
+        "pool_fallback": None,
+        "pool_connected": None,
+        "blocks_found": None,
     }
 
 
@@ -103,7 +106,8 @@ def test_info_and_alert_rows(make: Any) -> None:
     assert alert.values == {
         "miner_id": "rig-1", "rule": "overheat", "state": "firing", "severity": "warning",
         "value": 77.5, "threshold": 75.0, "message": "temp_c 77.5 > 75 for 60 s",
-        "ts_ms": ms(2026, 11, 22, 10, 0, 5, 0),
+        "ts_ms": ms(2026, 11, 22, 10, 0, 5, 0), "label": None, "since_ms": None,
+        "muted": False,
     }
 
 
@@ -235,7 +239,8 @@ def test_the_samples_table_is_the_field_descriptions_and_what_existing_databases
     make: Any,
 ) -> None:
     """Derived from ``shared.fields``, the columns must still be those of the databases
-    earlier releases created (``create_all`` adds no column to an existing table)."""
+    earlier releases created, new ones after them and nullable (``create_schema`` adds
+    those to an existing table; see test_upgrade)."""
     columns = [(c.name, str(c.type.compile(dialect=sqlite.dialect())), c.nullable)
                for c in db.samples.columns]
     assert columns == [
@@ -246,7 +251,8 @@ def test_the_samples_table_is_the_field_descriptions_and_what_existing_databases
         ("fan_rpm", "JSON", False), ("shares_accepted", "BIGINT", True),
         ("shares_rejected", "BIGINT", True), ("best_diff", "FLOAT", True),
         ("uptime_s", "BIGINT", True), ("pool_url", "TEXT", True),
-        ("is_mining", "BOOLEAN", False),
+        ("is_mining", "BOOLEAN", False), ("pool_fallback", "BOOLEAN", True),
+        ("pool_connected", "BOOLEAN", True), ("blocks_found", "BIGINT", True),
     ]
     assert db.SAMPLE_FIELDS == fields.FIELD_NAMES
     # every field a Sample carries has its column: a row of every value fits the table
@@ -259,7 +265,8 @@ def test_the_rollup_columns_follow_how_each_field_rolls_up() -> None:
     assert db.ROLLUP_METRICS == ("hashrate_ths", "power_w", "temp_c", "vr_temp_c")
     assert db.ROLLUP_LAST == ("expected_hashrate_ths", "fan_rpm", "shares_accepted",
                               "shares_rejected", "best_diff", "uptime_s", "pool_url",
-                              "is_mining")
+                              "is_mining", "pool_fallback", "pool_connected",
+                              "blocks_found")
     for table in (db.rollups_1m, db.rollups_1h):
         names = [c.name for c in table.columns]
         assert names[:4] == ["miner_id", "bucket_ms", "samples", "last_ts_ms"]

@@ -146,8 +146,9 @@ async def test_published_messages_are_stored_exactly(
     assert miner == {
         "miner_id": "rig-1", "driver": "axeos", "host": "127.0.0.1", "port": 8080,
         "make": "Bitaxe", "model": "Gamma", "firmware": "v2.4.0", "hostname": "bitaxe",
-        "mac": "aa:bb:cc:dd:ee:ff", "state": "offline", "reason": "timeout",
+        "mac": "aa:bb:cc:dd:ee:ff", "label": None, "state": "offline", "reason": "timeout",
         "since_ms": base_ms - 3600_000, "last_seen_ms": base_ms, "failures": 3,
+        "forgotten_ms": None,
     }
     assert await rows(reader, db.status_events) == [{
         "miner_id": "rig-1", "since_ms": base_ms - 3600_000, "state": "offline",
@@ -156,7 +157,8 @@ async def test_published_messages_are_stored_exactly(
     assert await rows(reader, db.alert_events) == [{
         "miner_id": "rig-1", "rule": "overheat", "ts_ms": base_ms + 5000, "state": "firing",
         "severity": "warning", "value": 77.5, "threshold": 75.0,
-        "message": "temp_c 77.5 > 75 for 60 s",
+        "message": "temp_c 77.5 > 75 for 60 s", "label": None, "since_ms": None,
+        "muted": False,
     }]
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

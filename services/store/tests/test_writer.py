@@ -25,7 +25,7 @@ BASE = "mw"
 
 
 def rows_of(make: Any, count: int, miner_id: str = "rig-1") -> list[Row]:
-    rows = []
+    rows: list[Row] = []
     for i in range(count):
         ts = f"2026-11-22T10:{i // 60:02d}:{i % 60:02d}.000Z"
         row = route(BASE, f"mw/miners/{miner_id}/sample", encode(make.sample(miner_id, ts)))
@@ -108,7 +108,7 @@ async def test_info_and_status_share_one_miners_row_without_wiping_each_other(
         writer.add(online)  # and in a batch of its own
         await writer.flush()
     [miner] = await select_all(engine, db.miners)
-    assert miner == {**new_info.values, **{k: v for k, v in offline.values.items()}}
+    assert miner == {**new_info.values, **offline.values, "forgotten_ms": None}
     assert miner["state"] == "offline" and miner["firmware"] == "v2.5.0"
     events = await select_all(engine, db.status_events)
     assert [(e["state"], e["failures"]) for e in events] == [("online", 0), ("offline", 3)]
@@ -121,7 +121,7 @@ async def test_status_first_then_info(engine: AsyncEngine, make: Any) -> None:
         writer.add(status)
         writer.add(info)  # same transaction, two upserts of one row
     [miner] = await select_all(engine, db.miners)
-    assert miner == {**info.values, **status.values}
+    assert miner == {**info.values, **status.values, "forgotten_ms": None}
 
 
 async def test_alert_events_stored_once(engine: AsyncEngine, make: Any) -> None:

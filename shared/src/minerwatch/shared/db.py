@@ -43,6 +43,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -316,15 +317,26 @@ def missing_columns(sync_conn: Any) -> list[Column[Any]]:
 
 
 def _add_missing_columns(sync_conn: Any) -> None:
+    """ALTER TABLE ... ADD COLUMN for each missing column. The store and the api both
+    run this at start: one may add a column between the other's look and its ALTER, so
+    a column that turns out to exist is no error (PostgreSQL: ``IF NOT EXISTS``, which
+    keeps the transaction usable; SQLite: its "duplicate column name", which does not
+    end the transaction)."""
+    dialect = sync_conn.dialect
+    preparer = dialect.identifier_preparer
     for column in missing_columns(sync_conn):
         if not column.nullable:  # cannot be added to rows that exist: a bug in a change
             raise RuntimeError(f"column {column.table.name}.{column.name} is missing and "
                                "not nullable: the database needs a manual upgrade")
-        kind = column.type.compile(dialect=sync_conn.dialect)
-        preparer = sync_conn.dialect.identifier_preparer
-        sync_conn.exec_driver_sql(
-            f"ALTER TABLE {preparer.quote(column.table.name)} "
-            f"ADD COLUMN {preparer.quote(column.name)} {kind}")
+        kind = column.type.compile(dialect=dialect)
+        unless = " IF NOT EXISTS" if dialect.name == "postgresql" else ""
+        statement = (f"ALTER TABLE {preparer.quote(column.table.name)} "
+                     f"ADD COLUMN{unless} {preparer.quote(column.name)} {kind}")
+        try:
+            sync_conn.exec_driver_sql(statement)
+        except sa_exc.OperationalError as exc:
+            if dialect.name != "sqlite" or "duplicate column name" not in str(exc.orig):
+                raise
 
 
 async def reopen(engine: AsyncEngine) -> None:

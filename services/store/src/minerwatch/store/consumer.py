@@ -1,9 +1,10 @@
 """The store's MQTT side: the session on each broker connection, its window and its acks.
 
 Nothing acknowledged is lost: the store keeps a persistent MQTT session under a fixed
-client id and acknowledges each QoS 1 message only after the transaction holding its row
-is committed. Whatever it had not acknowledged when it died (SIGKILL, power, a crash)
-the broker delivers again, and the writes are idempotent. The broker sends at most
+client id (``{base_topic}-store`` unless configured, so two stacks sharing a broker keep
+separate sessions) and acknowledges each QoS 1 message only after the transaction
+holding its row is committed. Whatever it had not acknowledged when it died (SIGKILL,
+power, a crash) the broker delivers again, and the writes are idempotent. The broker sends at most
 ``receive_window(batch_size)`` unacknowledged messages (the client stops reading when one
 sends more): while the database is away the store holds that much and the broker queues
 the rest.
@@ -22,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from minerwatch.shared.config import Config
+from minerwatch.shared.config import Config, store_client_id
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Rejected
 from minerwatch.shared.mqtt import PersistentLink
@@ -112,7 +113,8 @@ def mqtt_session(
 
 
 def store_link(config: Config) -> PersistentLink:
-    """The store's broker connection: fixed client id, persistent session, acknowledgement
-    after commit and a bounded receive window."""
-    return PersistentLink(config.mqtt, "store", client_id=config.store.client_id,
+    """The store's broker connection: fixed client id (``store_client_id``: the configured
+    one, else ``{base_topic}-store``), persistent session, acknowledgement after commit and
+    a bounded receive window."""
+    return PersistentLink(config.mqtt, "store", client_id=store_client_id(config),
                           receive_maximum=receive_window(config.store.batch_size))

@@ -7,10 +7,17 @@ character, an integer outside its column's range (``misfit``), and a sample olde
 the raw retention (``Horizon``), whose rollups are already gone. Whatever is refused
 comes back as a ``Rejected`` with a one-line reason; ``route`` raises only on what nobody
 foresaw, which the consumer's last-resort guard catches.
+
+An empty ``info`` payload is a miner being forgotten (its retained topics cleared): it
+becomes a ``ForgetRow`` that stamps ``miners.forgotten_ms`` with the time it arrived,
+keeping the miner's history. The miner's ``label`` and the ``mute`` topics are not
+history: the store does not subscribe to them (the label reaches it inside the info).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeAlias
@@ -46,11 +53,18 @@ class AlertRow:
     values: Values
 
 
-Row: TypeAlias = SampleRow | InfoRow | StatusRow | AlertRow
+@dataclass(frozen=True, slots=True)
+class ForgetRow:
+    """A miner forgotten: ``miner_id`` and ``forgotten_ms``, when the store learnt it."""
+
+    values: Values
+
+
+Row: TypeAlias = SampleRow | InfoRow | StatusRow | AlertRow | ForgetRow
 #: What one message comes to: a row, a reason it was refused, or nothing to store.
 Routed: TypeAlias = Row | Rejected | None
 
-#: The topics that are history (service status topics are not).
+#: The topics that are history (service status, label and mute topics are not).
 HISTORY_TOPICS = (topics.SAMPLE, topics.STATUS, topics.INFO, topics.ALERT)
 
 
@@ -97,15 +111,24 @@ def misfit(table: Table, values: Values) -> str | None:
     return None
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def route(base: str, topic: str, payload: bytes | bytearray | memoryview | str, *,
-          horizon: Horizon | None = None) -> Routed:
+          horizon: Horizon | None = None, clock: Callable[[], int] = now_ms) -> Routed:
     """The row one message stands for; a Rejected (one line, naming the topic) for a
     message the store cannot take; None for one with nothing to store (a service's
-    status, an empty payload that deletes a retained message)."""
+    status, an empty payload that deletes a retained message other than an info).
+    ``clock`` (milliseconds) dates a forgotten miner."""
     decoded = decode_message(base, topic, payload)
     if isinstance(decoded, Rejected):
         return decoded
     message = decoded.message
+    if message is None:
+        if decoded.spec.name == topics.INFO.name and decoded.miner_id is not None:
+            return ForgetRow({"miner_id": decoded.miner_id, "forgotten_ms": clock()})
+        return None
     row: Row
     table: Table
     if isinstance(message, Sample):

@@ -10,6 +10,12 @@ has since failed over) would otherwise be reused, and fail, forever.
 Every write is idempotent (insert-or-ignore on natural keys, upserts of the latest
 values, rollups fed only by samples that were new), so writing a batch twice after an
 uncertain commit, or a message the broker delivers twice, does no harm.
+
+A miner's row in ``miners`` holds its last info (label included) and its newest status;
+a status the collector republishes to refresh ``last_seen`` (same state and since)
+moves ``last_seen_ms`` there and in its ``status_events`` row, never adding an event. A
+forgotten miner (an empty info) gets ``forgotten_ms``; any info or status stored after
+it sets it back to NULL: the miner is back.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, func
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -33,7 +39,15 @@ from minerwatch.shared import db
 from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.config import ConfigError
 from minerwatch.shared.errors import one_line
-from minerwatch.store.routing import AlertRow, InfoRow, Row, SampleRow, StatusRow, Values
+from minerwatch.store.routing import (
+    AlertRow,
+    ForgetRow,
+    InfoRow,
+    Row,
+    SampleRow,
+    StatusRow,
+    Values,
+)
 from minerwatch.store.samples import write_samples
 
 log = logging.getLogger("minerwatch.store")
@@ -110,20 +124,31 @@ def _insert(conn: AsyncConnection, table: Table) -> Any:
     raise ValueError(f"unsupported database dialect {name!r}")
 
 
-_INFO_COLUMNS = ("driver", "host", "port", "make", "model", "firmware", "hostname", "mac")
+_INFO_COLUMNS = ("driver", "host", "port", "make", "model", "firmware", "hostname", "mac",
+                 "label")
 _STATUS_COLUMNS = ("state", "reason", "since_ms", "last_seen_ms", "failures")
+
+
+def _status_order(values: Values) -> tuple[int, int]:
+    """Which of two statuses of one miner is the newer: the later since, then (a refresh
+    of the same status) the later last_seen."""
+    last_seen = values["last_seen_ms"]
+    return values["since_ms"], -1 if last_seen is None else last_seen
 
 
 @dataclass(slots=True)
 class Batch:
-    """Rows of one flush, grouped per statement; the miners upserts keep one row per
-    miner (the last info, the newest status) since one statement may not touch a row twice."""
+    """Rows of one flush, grouped per statement; the upserts keep one row per key (the
+    last info, the newest status, the latest refresh of a status event) since one
+    statement may not touch a row twice. A forget is written after the infos and
+    statuses, so it holds unless an info or status came after it in the batch."""
 
     samples: list[Values] = field(default_factory=list)
     infos: dict[str, Values] = field(default_factory=dict)
     statuses: dict[str, Values] = field(default_factory=dict)
-    status_events: list[Values] = field(default_factory=list)
+    status_events: dict[tuple[str, int, str], Values] = field(default_factory=dict)
     alerts: list[Values] = field(default_factory=list)
+    forgets: dict[str, Values] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rows: Iterable[Row]) -> Batch:
@@ -135,13 +160,21 @@ class Batch:
                     batch.samples.append(values)
                 case InfoRow():
                     batch.infos[values["miner_id"]] = values
+                    batch.forgets.pop(values["miner_id"], None)
                 case StatusRow():
-                    batch.status_events.append(values)
-                    held = batch.statuses.get(values["miner_id"])
-                    if held is None or values["since_ms"] >= held["since_ms"]:
-                        batch.statuses[values["miner_id"]] = values
+                    miner_id = values["miner_id"]
+                    key = (miner_id, values["since_ms"], values["state"])
+                    event = batch.status_events.get(key)
+                    if event is None or _status_order(values) >= _status_order(event):
+                        batch.status_events[key] = values
+                    held = batch.statuses.get(miner_id)
+                    if held is None or _status_order(values) >= _status_order(held):
+                        batch.statuses[miner_id] = values
+                    batch.forgets.pop(miner_id, None)
                 case AlertRow():
                     batch.alerts.append(values)
+                case ForgetRow():
+                    batch.forgets[values["miner_id"]] = values
         return batch
 
 
@@ -150,29 +183,52 @@ async def write_rows(conn: AsyncConnection, rows: Sequence[Row]) -> int:
     samples that were new (and went into the rollups)."""
     batch = Batch.of(rows)
     new_samples = await write_samples(conn, batch.samples)
+    miners = db.miners.c
     if batch.infos:
         stmt = _insert(conn, db.miners)
         stmt = stmt.on_conflict_do_update(
             index_elements=["miner_id"],
-            set_={name: stmt.excluded[name] for name in _INFO_COLUMNS},
+            set_={**{name: stmt.excluded[name] for name in _INFO_COLUMNS},
+                  "forgotten_ms": None},
         )
         await conn.execute(stmt, list(batch.infos.values()))
     if batch.statuses:
         stmt = _insert(conn, db.miners)
-        since = db.miners.c.since_ms
+        newer_since = stmt.excluded.since_ms > miners.since_ms
+        # a refresh: the same status seen later (NULL last_seen: never seen, not newer)
+        refresh = (stmt.excluded.since_ms == miners.since_ms) & (
+            miners.last_seen_ms.is_(None)
+            | (func.coalesce(stmt.excluded.last_seen_ms, -1) >= miners.last_seen_ms))
         stmt = stmt.on_conflict_do_update(
             index_elements=["miner_id"],
-            set_={name: stmt.excluded[name] for name in _STATUS_COLUMNS},
+            set_={**{name: stmt.excluded[name] for name in _STATUS_COLUMNS},
+                  "forgotten_ms": None},
             # a late, older status (a redelivery) must not replace a newer one
-            where=since.is_(None) | (stmt.excluded.since_ms >= since),
+            where=miners.since_ms.is_(None) | newer_since | refresh,
         )
         await conn.execute(stmt, list(batch.statuses.values()))
     if batch.status_events:
-        stmt = _insert(conn, db.status_events).on_conflict_do_nothing()
-        await conn.execute(stmt, batch.status_events)
+        stmt = _insert(conn, db.status_events)
+        events = db.status_events.c
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["miner_id", "since_ms", "state"],
+            set_={"last_seen_ms": stmt.excluded.last_seen_ms,
+                  "failures": stmt.excluded.failures},
+            where=stmt.excluded.last_seen_ms.is_not(None) & (
+                events.last_seen_ms.is_(None)
+                | (stmt.excluded.last_seen_ms > events.last_seen_ms)),
+        )
+        await conn.execute(stmt, list(batch.status_events.values()))
     if batch.alerts:
         stmt = _insert(conn, db.alert_events).on_conflict_do_nothing()
         await conn.execute(stmt, batch.alerts)
+    if batch.forgets:
+        stmt = _insert(conn, db.miners)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["miner_id"],
+            set_={"forgotten_ms": stmt.excluded.forgotten_ms},
+        )
+        await conn.execute(stmt, list(batch.forgets.values()))
     return new_samples
 
 

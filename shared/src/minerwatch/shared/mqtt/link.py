@@ -20,6 +20,16 @@ and, when the session ends, decides:
 A service killed outright (SIGKILL, power) is made ``offline`` by the broker's Will: at
 once when the socket closes, within 1.5 keep-alives when the host vanished.
 
+A session the broker ends because another client connected with the same client id
+(DISCONNECT 0x8E, "session taken over") is a configuration mistake, not a network
+hiccup: it is logged as an ERROR naming the client id, at most once per
+``TAKEOVER_REPORT_S`` (two processes sharing an id take the session from each other on
+every reconnect; the next line says how many takeovers it stands for), and the link
+keeps reconnecting with its backoff. Mosquitto before 2.0.15 (Debian 12 ships 2.0.11)
+only closes the old connection; for a link with a fixed client id, a connection the
+broker closed without a word while it stayed up all along (its ``$SYS/broker/uptime``,
+read on a probe connection, is longer than the connection lasted) counts as taken over.
+
 Every link runs on the lean ``client.Client`` (docs/decisions/0003):
 
 - ``MqttLink(config, "collector")``: a fresh session per connection; pipelined
@@ -45,7 +55,7 @@ from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.config import MqttConfig, parse_mqtt_url
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.mqtt.client import Client
-from minerwatch.shared.mqtt.packets import Will
+from minerwatch.shared.mqtt.packets import Subscription, Will, reason_text
 from minerwatch.shared.mqtt.protocol import MqttClient, MqttError
 from minerwatch.shared.topics import service_status_topic
 
@@ -61,6 +71,56 @@ AckingSession = Callable[[Client], Awaitable[None]]
 MAX_PACKET_SIZE = 1 << 20
 #: How long announcing ``offline`` on the way out may take.
 OFFLINE_WAIT_S = 2.0
+#: DISCONNECT reason: the broker gave this client's session to a new connection that
+#: came with the same client id.
+SESSION_TAKEN_OVER = 0x8E
+#: How often, at most, a link logs that its session was taken over.
+TAKEOVER_REPORT_S = 60.0
+
+#: The start of the error the client raises when the broker sends DISCONNECT 0x8E
+#: (``client.Client._control``); a reason string may follow it.
+_TAKEN_OVER = f"the broker disconnected: {reason_text(SESSION_TAKEN_OVER)}"
+
+
+def taken_over(error: MqttError) -> bool:
+    """Whether the broker ended the connection because another client connected with
+    the same client id (MQTT v5 DISCONNECT 0x8E)."""
+    code = getattr(error, "reason", None)  # should the error ever carry the code
+    if isinstance(code, int):
+        return code == SESSION_TAKEN_OVER
+    return str(error).startswith(_TAKEN_OVER)
+
+
+#: Mosquitto's uptime topic, which a silent takeover is told from a restart by.
+UPTIME_TOPIC = "$SYS/broker/uptime"
+#: How long the probe for the broker's uptime may take.
+UPTIME_WAIT_S = 2.0
+
+
+def closed_without_reason(error: MqttError, host: str, port: int) -> bool:
+    """Whether the broker closed the connection without DISCONNECT (``Client``'s text
+    for a socket that ended), as Mosquitto before 2.0.15 does on a takeover."""
+    return str(error).startswith(f"connection to {host}:{port} lost")
+
+
+def uptime_s(payload: bytes) -> float | None:
+    """Seconds from Mosquitto's ``$SYS/broker/uptime`` (``"1234 seconds"``), else None."""
+    words = payload.split()
+    if len(words) != 2 or words[1] != b"seconds" or not words[0].isdigit():
+        return None
+    return float(words[0])
+
+
+def takeover_text(client_id: str, service: str, delay_s: float, unreported: int) -> str:
+    """The one ERROR line for a taken-over session; ``unreported``: takeovers since the
+    last line, which the rate limit kept quiet."""
+    text = (f"session taken over: another client connected as client id {client_id!r}; "
+            "two processes with one client id take the session from each other, so "
+            f"give each its own; {service} reconnecting in {delay_s:.1f} s")
+    if unreported:
+        text += f" ({unreported} more takeover(s) since the last report)"
+    return text
+
 
 async def publish(
     client: MqttClient, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True
@@ -100,6 +160,10 @@ class MqttLink:
         self.status_topic = service_status_topic(self.base, service)
         self.will = Will(self.status_topic, b"offline", qos=1, retain=True)
         self._current: Client | None = None
+        #: ``TAKEOVER_REPORT_S``, per link so a test can shorten it.
+        self.takeover_report_s = TAKEOVER_REPORT_S
+        self._takeover_reported: float | None = None  # monotonic time of the last line
+        self._takeovers_unreported = 0
 
     @property
     def connected(self) -> bool:
@@ -127,6 +191,8 @@ class MqttLink:
         where = f"{self.address.host}:{self.address.port}"
         while True:
             connected_at: float | None = None
+            taken_by: str | None = None  # the client id, when the session was taken over
+            client: Client | None = None
             try:
                 client = self._client()
                 async with client:
@@ -149,6 +215,9 @@ class MqttLink:
                 failure = (f"broker {where} unavailable ({one_line(exc)})" if connected_at is None
                            else f"session with broker {where} ended ({one_line(exc)})")
                 error: BaseException | None = None
+                if client is not None and connected_at is not None and (
+                        taken_over(exc) or await self._silently_taken_over(exc, connected_at)):
+                    taken_by = client.client_id
             except Exception as exc:
                 failure = f"session failed: {type(exc).__name__}: {one_line(exc)}"
                 error = exc
@@ -158,12 +227,53 @@ class MqttLink:
                     time.monotonic() - connected_at > config.reconnect_max_s):
                 next_delay = backoff_delays(config.reconnect_min_s, config.reconnect_max_s)
             delay = next_delay()
-            if error is None:
+            if taken_by is not None:
+                self._report_takeover(taken_by, delay)
+            elif error is None:
                 log.warning("%s: %s; retrying in %.1f s", self.service, failure, delay)
             else:
                 log.error("%s: %s; retrying in %.1f s", self.service, failure, delay,
                           exc_info=error)
             await asyncio.sleep(delay)
+
+    async def _silently_taken_over(self, error: MqttError, connected_at: float) -> bool:
+        """For a fixed client id: whether a connection the broker closed without a reason
+        was a takeover, the broker having been up for longer than the connection lasted
+        (so it did not restart). False when the broker's uptime cannot be read."""
+        if self.client_id is None or not closed_without_reason(
+                error, self.address.host, self.address.port):
+            return False
+        lasted = time.monotonic() - connected_at
+        uptime = await self._broker_uptime()
+        return uptime is not None and uptime >= lasted
+
+    async def _broker_uptime(self) -> float | None:
+        """The broker's ``$SYS/broker/uptime``, on a short connection of its own (another
+        client id); None when there is none (not Mosquitto, $SYS off or not allowed)."""
+        address = self.address
+        probe = Client(address.host, address.port, username=address.username,
+                       password=address.password, tls_context=self._tls(),
+                       keepalive_s=self.config.keepalive_s, max_packet_size=MAX_PACKET_SIZE)
+        try:
+            async with asyncio.timeout(UPTIME_WAIT_S), probe:
+                await probe.subscribe([Subscription(UPTIME_TOPIC, qos=0)])
+                async for message in probe.messages:
+                    return uptime_s(bytes(message.payload))
+        except (MqttError, OSError, TimeoutError):
+            pass
+        return None
+
+    def _report_takeover(self, client_id: str, delay_s: float) -> None:
+        now = time.monotonic()
+        last = self._takeover_reported
+        if last is not None and now - last < self.takeover_report_s:
+            self._takeovers_unreported += 1
+            log.debug("%s: session taken over again (client id %r)", self.service, client_id)
+            return
+        log.error("%s", takeover_text(client_id, self.service, delay_s,
+                                      self._takeovers_unreported))
+        self._takeover_reported = now
+        self._takeovers_unreported = 0
 
     async def _say_offline(self, client: Client) -> None:
         try:
