@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from minerwatch.shared.config import (
+    BUILTIN_RULES,
     ConfigError,
     Endpoint,
     endpoint,
@@ -132,7 +133,11 @@ def test_a_service_with_bad_config_exits_2_with_one_line(tmp_path: Path) -> None
 def test_shipped_config_files_load(path: str) -> None:
     root = Path(__file__).resolve().parents[2]
     config = load_config(root / path, environ={})
-    assert config.alerts.rules
+    # Every built-in rule is on in what we ship; the example also shows the other tables.
+    assert all(config.alerts.builtin(name).enabled for name in BUILTIN_RULES)
+    if path == "minerwatch.example.toml":
+        assert config.alerts.rules and config.alerts.overrides
+        assert config.collector.miners[0].label == "Garage Bitaxe"
 
 
 def test_database_url_errors_never_show_the_password() -> None:

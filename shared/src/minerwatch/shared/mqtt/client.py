@@ -606,7 +606,7 @@ class Client(asyncio.Protocol):
         elif kind == packets.DISCONNECT:
             code, properties = packets.parse_disconnect(body)
             self._close(MqttError("the broker disconnected: "
-                                  f"{packets.reason_text(code, properties)}"))
+                                  f"{packets.reason_text(code, properties)}", reason=code))
         elif kind != packets.PINGRESP:
             raise MalformedPacket(f"unexpected packet type {kind} from the broker",
                                   PROTOCOL_ERROR)

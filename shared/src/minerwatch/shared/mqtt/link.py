@@ -55,7 +55,7 @@ from minerwatch.shared.backoff import backoff_delays
 from minerwatch.shared.config import MqttConfig, parse_mqtt_url
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.mqtt.client import Client
-from minerwatch.shared.mqtt.packets import Subscription, Will, reason_text
+from minerwatch.shared.mqtt.packets import Subscription, Will
 from minerwatch.shared.mqtt.protocol import MqttClient, MqttError
 from minerwatch.shared.topics import service_status_topic
 
@@ -77,18 +77,10 @@ SESSION_TAKEN_OVER = 0x8E
 #: How often, at most, a link logs that its session was taken over.
 TAKEOVER_REPORT_S = 60.0
 
-#: The start of the error the client raises when the broker sends DISCONNECT 0x8E
-#: (``client.Client._control``); a reason string may follow it.
-_TAKEN_OVER = f"the broker disconnected: {reason_text(SESSION_TAKEN_OVER)}"
-
-
 def taken_over(error: MqttError) -> bool:
     """Whether the broker ended the connection because another client connected with
     the same client id (MQTT v5 DISCONNECT 0x8E)."""
-    code = getattr(error, "reason", None)  # should the error ever carry the code
-    if isinstance(code, int):
-        return code == SESSION_TAKEN_OVER
-    return str(error).startswith(_TAKEN_OVER)
+    return error.reason == SESSION_TAKEN_OVER
 
 
 #: Mosquitto's uptime topic, which a silent takeover is told from a restart by.

@@ -30,7 +30,12 @@ from minerwatch.shared.mqtt.packets import Message, Subscription
 
 class MqttError(Exception):
     """The connection failed, was refused or was lost, or the broker refused a request;
-    the text is one line."""
+    the text is one line. ``reason`` is the MQTT reason code when the broker gave one
+    (its DISCONNECT), else None."""
+
+    def __init__(self, text: str, *, reason: int | None = None) -> None:
+        super().__init__(text)
+        self.reason = reason
 
 
 class BrokerLimitError(ValueError):
