@@ -177,6 +177,10 @@ class ApiConfig(_Section):
     #: Where people reach the dashboard (``http://minerwatch.lan:8000``): notifications
     #: link to a miner's page under it. Unset: no links.
     public_url: str | None = None
+    #: What a kWh costs, for the energy cost the dashboard shows; unset: no cost shown.
+    energy_price_per_kwh: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    #: The currency of that price as people write it (``EUR``, ``$``); shown beside costs.
+    currency: Annotated[str, msgspec.Meta(max_length=8, pattern=r"^[^\x00-\x1f]*$")] = ""
 
     def __post_init__(self) -> None:
         host_port(self.listen)
