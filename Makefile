@@ -11,14 +11,15 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 # apt for what PyPI cannot give: the broker, and a browser for the dashboard tests.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps browser-deps demo run test lint format bench clean
+.PHONY: help setup system-deps browser-deps demo run test lint format bench clean vendor
 
 help:
 	@echo "make demo   the whole stack with a simulated fleet; dashboard at http://127.0.0.1:8000"
 	@echo "make run    the stack with your own config (MINERWATCH_CONFIG / MINERWATCH_* variables)"
 	@echo "make test   installs what it needs, then runs lint and the whole test suite"
-	@echo "make bench  benchmarks (collector, store); results in docs/benchmarks.md"
+	@echo "make bench  benchmarks (collector, store, alerts, api, dashboard); results in docs/benchmarks.md"
 	@echo "make setup  .venv with every console script (and mosquitto when missing)"
+	@echo "make vendor re-fetch the vendored browser files (Swagger UI, uPlot) from npm, checking sha256"
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -70,6 +71,12 @@ bench: setup
 	  case "$$script" in bench/report.py|bench/broker.py) continue;; esac; \
 	  echo "== $$script"; $(VENV)/bin/python "$$script"; done
 	@echo "results: docs/benchmarks.md"
+
+# Re-fetch the vendored browser files (Swagger UI, uPlot) from the npm registry at the versions
+# pinned in their SOURCE files, checking every sha256. Not part of `make test`: the files are
+# committed, and this needs the registry. `deploy/vendor.sh --check` only compares.
+vendor:
+	@bash deploy/vendor.sh
 
 format: $(VENV)/.synced
 	$(VENV)/bin/ruff check --fix .
