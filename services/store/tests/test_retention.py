@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from minerwatch.shared import db
 from minerwatch.shared.config import StoreConfig
 from minerwatch.shared.schemas import encode
+from minerwatch.store.fleet import FleetRollups
 from minerwatch.store.retention import Horizon, Retention, cutoff_ms, policy
 from minerwatch.store.routing import SampleRow, route
 from minerwatch.store.writer import Writer
@@ -31,6 +32,13 @@ async def keys(engine: AsyncEngine, table: Any, column: str) -> list[tuple[str, 
         return [tuple(r) for r in result]
 
 
+async def fleet_keys(engine: AsyncEngine, table: Any) -> list[tuple[int, int]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(select(table.c.bucket_ms, table.c.miners)
+                                    .order_by(table.c.bucket_ms))
+        return [tuple(r) for r in result]
+
+
 def ago(days: float, minutes: int = 0) -> int:
     """Epoch ms of a sample ``days`` before NOW, on a whole hour, plus ``minutes``."""
     ms = NOW_MS - int(days * DAY_S * 1000)
@@ -49,6 +57,7 @@ async def test_each_resolution_keeps_its_days_deleting_in_small_batches(
                     row = route("mw", f"mw/miners/{miner}/sample", encode(sample))
                     assert isinstance(row, SampleRow)
                     writer.add(row)
+    await FleetRollups(engine).run_once()
     deletes: list[int] = []
 
     def note_delete(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
@@ -61,8 +70,9 @@ async def test_each_resolution_keeps_its_days_deleting_in_small_batches(
 
     deleted = await retention.run_once()
 
-    # raw 7 days, 1-minute 90 days, 1-hour forever (the defaults)
-    assert deleted == {"samples": 2 * 4 * 3, "rollups_1m": 2 * 2 * 3}
+    # raw 7 days, 1-minute 90 days, 1-hour forever (the defaults); the fleet rollups (one
+    # row per bucket for both miners) as long as the per-miner rollups
+    assert deleted == {"samples": 2 * 4 * 3, "rollups_1m": 2 * 2 * 3, "fleet_rollups_1m": 2 * 3}
     assert max(deletes) == 2  # never more than a batch per transaction
     for miner in ("rig-1", "rig-2"):
         assert [k for k in await keys(engine, db.samples, "ts_ms") if k[0] == miner] == [
@@ -72,16 +82,22 @@ async def test_each_resolution_keeps_its_days_deleting_in_small_batches(
         assert [k for k in await keys(engine, db.rollups_1h, "bucket_ms") if k[0] == miner] == [
             (miner, ago(days)) for days in ages]
 
-    assert await retention.run_once() == {"samples": 0, "rollups_1m": 0}
+    assert {k[0] for k in await fleet_keys(engine, db.fleet_rollups_1m)} == {
+        ago(days, m) for days in (10, 8, 6, 1) for m in range(3)}
+    assert await retention.run_once() == {"samples": 0, "rollups_1m": 0, "fleet_rollups_1m": 0}
     clock["now"] = NOW_S + 1.5 * DAY_S  # the 6-day-old samples pass 7 days
-    assert await retention.run_once() == {"samples": 2 * 3, "rollups_1m": 0}
+    assert await retention.run_once() == {"samples": 2 * 3, "rollups_1m": 0,
+                                          "fleet_rollups_1m": 0}
     assert {k[1] for k in await keys(engine, db.samples, "ts_ms")} == {
         ago(1, m) for m in range(3)}
 
     # hour rollups go too once they have a limit of their own
     limited = Retention(engine, policy(StoreConfig(keep_1h_days=30)), batch=100,
                         clock=lambda: clock["now"])
-    assert (await limited.run_once())["rollups_1h"] == 2 * 2
+    deleted = await limited.run_once()
+    assert (deleted["rollups_1h"], deleted["fleet_rollups_1h"]) == (2 * 2, 2)
+    assert {k[0] for k in await fleet_keys(engine, db.fleet_rollups_1h)} == {
+        ago(days) for days in (10, 8, 6, 1)}
     assert {k[1] for k in await keys(engine, db.rollups_1h, "bucket_ms")} == {
         ago(days) for days in (10, 8, 6, 1)}
 

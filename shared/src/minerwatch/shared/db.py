@@ -12,6 +12,11 @@ samples arrive. The primary keys ``(miner_id, ts_ms)`` and ``(miner_id, bucket_m
 both "one miner over a time range" and "latest per miner"; on SQLite these tables are
 ``WITHOUT ROWID``, so one miner's rows sit together in key order.
 
+The fleet rollups ``fleet_rollups_1m`` and ``fleet_rollups_1h`` (key ``bucket_ms``) hold
+per bucket the sum over miners of each gauge's mean and how many miners it covers; the
+store recomputes a bucket from the per-miner rollups (``fleet_rows_query``) after samples
+land in it (``fleet_dirty``), so a fleet chart reads one row per bucket.
+
 The measured fields are not written out here: the ``samples`` columns, the rollup columns
 and ``SAMPLE_FIELDS`` are derived from ``minerwatch.shared.fields`` (see ``column_type``).
 """
@@ -36,17 +41,23 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
+    and_,
+    case,
     event,
+    func,
     inspect,
+    null,
     select,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeEngine
 
 from minerwatch.shared import fields
@@ -193,6 +204,96 @@ class Resolution:
 
 ROLLUPS = (Resolution("1m", 60_000, rollups_1m), Resolution("1h", 3_600_000, rollups_1h))
 
+# Finding one bucket across miners (the fleet rollups, energy per day) goes by time.
+Index("ix_rollups_1m_bucket", rollups_1m.c.bucket_ms)
+Index("ix_rollups_1h_bucket", rollups_1h.c.bucket_ms)
+
+# --- fleet rollups ----------------------------------------------------------------------
+#
+# One row per bucket for the whole fleet, recomputed by the store from the per-miner
+# rollups (``fleet_rows_query``) whenever a sample lands in the bucket: the buckets a
+# transaction touched are marked in ``fleet_dirty`` in that same transaction, so a crash,
+# a late or a redelivered sample never leaves a fleet row wrong. A mark carries a
+# ``version`` that each new mark raises: the store deletes only the version it recomputed.
+
+
+def _fleet_rollup_table(name: str) -> Table:
+    """``{gauge}_sum``: the sum over miners of their mean in the bucket, ``{gauge}_miners``:
+    how many miners it covers (a possible mean), for every gauge the rollups average;
+    ``miners``: how many miners have any sample in the bucket."""
+    metrics = [
+        column
+        for metric in ROLLUP_METRICS
+        for column in (Column(f"{metric}_sum", Float, nullable=False),
+                       Column(f"{metric}_miners", Integer, nullable=False))
+    ]
+    return Table(
+        name,
+        metadata,
+        Column("bucket_ms", BigInteger, primary_key=True),  # start of the bucket
+        Column("miners", Integer, nullable=False),
+        *metrics,
+    )
+
+
+fleet_rollups_1m = _fleet_rollup_table("fleet_rollups_1m")
+fleet_rollups_1h = _fleet_rollup_table("fleet_rollups_1h")
+
+#: Fleet buckets to recompute: the resolution (its ``step_ms``) and the bucket's start.
+fleet_dirty = Table(
+    "fleet_dirty",
+    metadata,
+    Column("step_ms", BigInteger, primary_key=True),
+    Column("bucket_ms", BigInteger, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetResolution:
+    """One fleet rollup level: the per-miner rollup it is computed from, and its table."""
+
+    source: Resolution
+    table: Table
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def step_ms(self) -> int:
+        return self.source.step_ms
+
+
+FLEET_ROLLUPS = (FleetResolution(ROLLUPS[0], fleet_rollups_1m),
+                 FleetResolution(ROLLUPS[1], fleet_rollups_1h))
+
+
+def _possible_mean(table: Table, metric: str) -> Any:
+    """A miner's mean of ``metric`` in its bucket, NULL when it has none or when it is out
+    of the field's range (rows written before ingest checked readings; NaN included)."""
+    field = fields.FIELDS[metric]
+    total, count = table.c[f"{metric}_sum"], table.c[f"{metric}_n"]
+    checks = [count > 0]
+    if field.minimum is not None:
+        checks.append(total >= count * field.minimum)
+    if field.maximum is not None:
+        checks.append(total <= count * field.maximum)
+    return case((and_(*checks), total / count), else_=null())
+
+
+def fleet_rows_query(fleet: FleetResolution, buckets: Any) -> Select[Any]:
+    """The fleet rows of the buckets ``buckets`` selects (a condition on the per-miner
+    rollup's ``bucket_ms``), computed from the per-miner rollups, in column order."""
+    source = fleet.source.table
+    columns: list[Any] = [source.c.bucket_ms.label("bucket_ms"),
+                          func.count().label("miners")]
+    for metric in ROLLUP_METRICS:
+        mean = _possible_mean(source, metric)
+        columns.append(func.coalesce(func.sum(mean), 0.0).label(f"{metric}_sum"))
+        columns.append(func.count(mean).label(f"{metric}_miners"))
+    return select(*columns).where(buckets).group_by(source.c.bucket_ms)
+
 #: The measured fields, in column order (every column of ``samples`` but its key).
 SAMPLE_FIELDS: tuple[str, ...] = fields.FIELD_NAMES
 
@@ -302,18 +403,46 @@ async def create_schema(engine: AsyncEngine) -> None:
     """Create what is missing: tables, and the nullable columns added since a database
     was made (``missing_columns``), so an older history keeps working after an upgrade."""
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        if conn.dialect.name == "postgresql":
+            # The store and the api may both upgrade at once: one after the other (two
+            # CREATE TABLE IF NOT EXISTS at once can still collide on PostgreSQL).
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+        await conn.run_sync(_create_missing_tables)
         await conn.run_sync(_add_missing_columns)
+        await conn.run_sync(_add_missing_indexes)
+
+
+#: The PostgreSQL advisory lock key of schema changes ("mwschema" in ASCII).
+_SCHEMA_LOCK = 0x6D77736368656D61
+
+
+def _create_missing_tables(sync_conn: Any) -> None:
+    """CREATE TABLE IF NOT EXISTS for every table (a table added in an upgrade may be
+    created by another process between a look and a create)."""
+    for table in metadata.sorted_tables:
+        sync_conn.execute(CreateTable(table, if_not_exists=True))
 
 
 def missing_columns(sync_conn: Any) -> list[Column[Any]]:
-    """The columns of our tables the database does not have yet."""
+    """The columns of our tables the database does not have yet (of the tables it has:
+    ``create_all`` makes a missing table whole)."""
     inspector = inspect(sync_conn)
     missing: list[Column[Any]] = []
     for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
         present = {column["name"] for column in inspector.get_columns(table.name)}
         missing.extend(column for column in table.columns if column.name not in present)
     return missing
+
+
+def _add_missing_indexes(sync_conn: Any) -> None:
+    """The indexes added to tables that already existed (``create_all`` makes a table's
+    indexes only with the table)."""
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            # IF NOT EXISTS: the store and the api may both be adding it right now
+            sync_conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def _add_missing_columns(sync_conn: Any) -> None:

@@ -15,11 +15,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
 from litestar.file_system import BaseLocalFileSystem
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import PathType
@@ -31,6 +32,7 @@ from minerwatch.api.relay import BrokerUnavailable, Relay
 from minerwatch.api.routes.alerts import alerts_index, mute_handler, mutes_index, unmute_handler
 from minerwatch.api.routes.config import client_config
 from minerwatch.api.routes.events import events_index
+from minerwatch.api.routes.fleet_samples import energy_handler, fleet_samples_handler
 from minerwatch.api.routes.health import healthz
 from minerwatch.api.routes.miners import miner_history, miners_index
 from minerwatch.api.routes.ws import live
@@ -40,6 +42,9 @@ from minerwatch.shared.errors import one_line
 log = logging.getLogger("minerwatch.api")
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+OPENAPI_UI_DIR = Path(__file__).parent / "openapi_ui"
+OPENAPI_PATH = "/schema"
+OPENAPI_UI_PATH = "/ui"  # below OPENAPI_PATH: Swagger UI's own files
 
 
 class DashboardFiles(BaseLocalFileSystem):
@@ -53,6 +58,42 @@ class DashboardFiles(BaseLocalFileSystem):
             raise
         except (ValueError, OSError) as exc:
             raise FileNotFoundError(str(path)) from exc
+
+
+class LocalSwaggerUI(SwaggerRenderPlugin):
+    """Swagger UI at ``/schema`` and ``/schema/swagger`` from the files vendored in
+    ``openapi_ui/`` (see its SOURCE), served under ``/schema/ui/``: the docs work on a LAN
+    without internet, and no page names a CDN (Litestar's defaults load from several)."""
+
+    def __init__(self) -> None:
+        files = OPENAPI_PATH + OPENAPI_UI_PATH
+        super().__init__(
+            path="/swagger",
+            js_url=f"{files}/swagger-ui-bundle.js",
+            css_url=f"{files}/swagger-ui.css",
+            standalone_preset_js_url=f"{files}/swagger-ui-standalone-preset.js",
+            favicon=f'<link rel="icon" type="image/png" href="{files}/favicon-32x32.png">',
+        )
+
+    def receive_router(self, router: Router) -> None:
+        super().receive_router(router)
+        router.register(create_static_files_router(
+            OPENAPI_UI_PATH, [OPENAPI_UI_DIR], file_system=DashboardFiles(), name="openapi-ui"))
+
+
+def openapi_config() -> OpenAPIConfig:
+    """The OpenAPI schema (``/schema/openapi.json``) and its one docs page, Swagger UI; the
+    other renderers Litestar offers (redoc, elements, rapidoc...) are left out, so their
+    paths answer 404 instead of a page that loads from a CDN."""
+    return OpenAPIConfig(
+        title="minerwatch api",
+        version="1",
+        description=("The fleet (with stale data marked), history of the miners, "
+                     "alerts and mutes, labels and forgetting, live MQTT relay over "
+                     "WebSocket, health."),
+        path=OPENAPI_PATH,
+        render_plugins=[LocalSwaggerUI()],
+    )
 
 
 def _error(status: int, detail: str) -> Response[dict[str, object]]:
@@ -120,6 +161,8 @@ def create_app(
             miners_index,
             miner_history,
             events_index,
+            fleet_samples_handler,
+            energy_handler,
             alerts_index,
             mute_handler,
             mutes_index,
@@ -143,11 +186,5 @@ def create_app(
         },
         lifespan=[lifespan],
         logging_config=None,  # run_service already set up logging for every service
-        openapi_config=OpenAPIConfig(
-            title="minerwatch api",
-            version="1",
-            description=("The fleet (with stale data marked), history of the miners, "
-                         "alerts and mutes, labels and forgetting, live MQTT relay over "
-                         "WebSocket, health."),
-        ),
+        openapi_config=openapi_config(),
     )

@@ -3,16 +3,23 @@
 Forgetting clears (empty retained payload) the miner's ``topics.MINER_TOPICS`` and its
 retained alert topics, and marks it in the database (``miners.forgotten_ms``): its history
 stays, and the fleet leaves it out until something newer comes (``presence.forgotten``).
-Purging deletes its rows from every table instead.
+Purging deletes its rows from every table instead (and marks its buckets for the store
+to recompute the fleet rollups without it).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Table, delete, update
+from typing import Any
+
+from sqlalchemy import Table, delete, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minerwatch.shared.db import (
+    FLEET_ROLLUPS,
+    FleetResolution,
     alert_events,
+    fleet_dirty,
     miners,
     rollups_1h,
     rollups_1m,
@@ -39,7 +46,22 @@ async def mark_forgotten(conn: AsyncConnection, miner_id: str, now_ms: int) -> N
         await conn.execute(miners.insert().values(miner_id=miner_id, forgotten_ms=now_ms))
 
 
+def _mark_buckets(dialect: str, fleet: FleetResolution, miner_id: str) -> Any:
+    """Mark (as the store does for new samples) every fleet bucket the miner has rows in:
+    the store recomputes them without it."""
+    source = fleet.source.table.c
+    buckets = select(literal(fleet.step_ms), source.bucket_ms, literal(0)).where(
+        source.miner_id == miner_id)
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(fleet_dirty)
+    statement = insert.from_select(["step_ms", "bucket_ms", "version"], buckets)
+    return statement.on_conflict_do_update(
+        index_elements=["step_ms", "bucket_ms"], set_={"version": fleet_dirty.c.version + 1})
+
+
 async def purge(conn: AsyncConnection, miner_id: str) -> None:
-    """Delete every row of the miner, history included."""
+    """Delete every row of the miner, history included; the fleet rollups of its buckets
+    are marked to be recomputed."""
+    for fleet in FLEET_ROLLUPS:
+        await conn.execute(_mark_buckets(conn.dialect.name, fleet, miner_id))
     for table in MINER_TABLES:
         await conn.execute(delete(table).where(table.c.miner_id == miner_id))

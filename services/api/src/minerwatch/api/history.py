@@ -553,22 +553,45 @@ async def pick_step(
         (r.name, r.table, "bucket_ms", r.step_ms) for r in ROLLUPS]
     starts = [(await conn.execute(earliest_query(table, column, miner_id))).scalar()
               for _name, table, column, _step in levels]
-    for index, (name, _table, _column, step_ms) in enumerate(levels[:-1]):
-        start = starts[index]
-        reaches_further = any(
-            other is not None and (start is None or other < start - levels[j][3])
-            for j, other in enumerate(starts[index + 1:], start=index + 1))
-        if (start is None or start > since) and reaches_further:
-            continue
+    candidates = usable_levels([(name, step_ms, start) for (name, _t, _c, step_ms), start
+                                in zip(levels, starts, strict=True)], since)
+    for name, step_ms in candidates[:-1]:
         if step_ms == 0:
             count = (await conn.execute(
                 capped_count_query(miner_id, window, window.limit + 1))).scalar_one()
             fits = count <= window.limit
         else:
-            fits = (until - (since - since % step_ms)) // step_ms + 1 <= window.limit
+            fits = buckets_fit(step_ms, since, until, window.limit)
         if fits:
             return name
-    return levels[-1][0]
+    return candidates[-1][0]
+
+
+#: One resolution ``step=auto`` may pick: its name, bucket length (0: raw samples) and
+#: where its history starts (None: it holds nothing).
+Level = tuple[str, int, int | None]
+
+
+def usable_levels(levels: Sequence[Level], since: int) -> list[tuple[str, int]]:
+    """The levels, finest first, ``auto`` may pick for a window from ``since``: each but
+    the coarsest is skipped when its history starts after ``since`` (or holds nothing)
+    while a coarser one reaches further back."""
+    usable = []
+    for index, (name, step_ms, start) in enumerate(levels):
+        coarser = levels[index + 1:]
+        reaches_further = any(
+            other is not None and (start is None or other < start - other_step)
+            for _name, other_step, other in coarser)
+        if coarser and (start is None or start > since) and reaches_further:
+            continue
+        usable.append((name, step_ms))
+    return usable
+
+
+def buckets_fit(step_ms: int, since: int, until: int, limit: int) -> bool:
+    """Whether the buckets of ``step_ms`` from the one holding ``since`` to ``until`` are
+    at most ``limit``."""
+    return (until - (since - since % step_ms)) // step_ms + 1 <= limit
 
 
 async def miner_events(

@@ -3,7 +3,8 @@
 Only the wiring lives here: the database is prepared first (a bad ``MINERWATCH_DB_URL``
 stops the service with one line; an unreachable database is waited for), then the MQTT
 session (``consumer``) routes every message (``routing``) to the writer (``writer``),
-while retention (``retention``) deletes what is past its time. On SIGTERM the pending
+while retention (``retention``) deletes what is past its time and the fleet rollups
+(``fleet``) are recomputed for the buckets new samples touched. On SIGTERM the pending
 rows are written and acknowledged before the process exits.
 """
 
@@ -16,6 +17,7 @@ from minerwatch.shared.config import Config
 from minerwatch.shared.rejects import RejectLog
 from minerwatch.shared.service import fewer_collections, run_service
 from minerwatch.store.consumer import mqtt_session, store_link
+from minerwatch.store.fleet import FleetRollups
 from minerwatch.store.retention import Horizon, Retention, policy
 from minerwatch.store.writer import Writer, open_engine, prepare_schema
 
@@ -37,11 +39,13 @@ async def serve(config: Config) -> None:
             # with its error: a store that takes messages nothing writes must not look alive.
             watch = group.create_task(writer.failure(), name="store-writer-watch")
             expiring = group.create_task(retention.run(), name="store-retention")
+            fleet = group.create_task(FleetRollups(engine).run(), name="store-fleet-rollups")
             session = mqtt_session(config.mqtt.base_topic, writer, rejects,
                                    group=store.group, horizon=Horizon(store.keep_raw_days))
             await store_link(config).run(session)
             watch.cancel()
             expiring.cancel()
+            fleet.cancel()
     finally:
         rejects.close()
         await engine.dispose()

@@ -1,7 +1,8 @@
 """Retention: deleting history older than each resolution keeps, a little at a time.
 
 Raw samples are kept ``keep_raw_days``, 1-minute rollups ``keep_1m_days`` and 1-hour
-rollups ``keep_1h_days`` (0 keeps forever). Deletes go miner by miner through the primary
+rollups ``keep_1h_days`` (0 keeps forever), the fleet rollups as long as the per-miner
+rollups of their resolution. Deletes go miner by miner through the primary
 key, at most ``batch`` rows per transaction, so even a long backlog (after weeks without
 a store) never holds the database for long: the writer's transactions slip in between.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ def policy(config: StoreConfig) -> list[Keep]:
     return [
         Keep(db.samples, "ts_ms", config.keep_raw_days),
         *(Keep(r.table, "bucket_ms", keep_rollups[r.name]) for r in db.ROLLUPS),
+        # the fleet rollups live as long as the per-miner rollups they are made from
+        *(Keep(f.table, "bucket_ms", keep_rollups[f.name]) for f in db.FLEET_ROLLUPS),
     ]
 
 
@@ -76,9 +79,17 @@ def miner_ids_query(table: Table) -> Select[Any]:
     return select(ids.c.miner_id).where(ids.c.miner_id.is_not(None))
 
 
+def per_miner(table: Table) -> bool:
+    return "miner_id" in table.c
+
+
 def delete_query(keep: Keep, batch: int) -> Any:
-    """Up to ``batch`` rows of one miner older than the cutoff (both bound parameters)."""
+    """Up to ``batch`` rows of one miner older than the cutoff (both bound parameters);
+    of a table without miners (the fleet's), up to ``batch`` rows older than the cutoff."""
     table, column = keep.table, keep.table.c[keep.column]
+    if not per_miner(table):
+        oldest = select(column).where(column < bindparam("cutoff")).limit(batch)
+        return delete(table).where(column.in_(oldest))
     oldest = (
         select(column)
         .where(table.c.miner_id == bindparam("miner_id"), column < bindparam("cutoff"))
@@ -117,15 +128,19 @@ class Retention:
         return deleted
 
     async def _expire(self, keep: Keep, cutoff: int) -> int:
-        async with self.engine.connect() as conn:
-            miner_ids = (await conn.execute(miner_ids_query(keep.table))).scalars().all()
+        miner_ids: Sequence[str | None] = [None]
+        if per_miner(keep.table):
+            async with self.engine.connect() as conn:
+                miner_ids = (await conn.execute(miner_ids_query(keep.table))).scalars().all()
         statement = delete_query(keep, self.batch)
         total = 0
         for miner_id in miner_ids:
+            params: dict[str, Any] = {"cutoff": cutoff}
+            if miner_id is not None:
+                params["miner_id"] = miner_id
             while True:
                 async with self.engine.begin() as conn:
-                    result = await conn.execute(statement,
-                                                {"miner_id": miner_id, "cutoff": cutoff})
+                    result = await conn.execute(statement, params)
                 total += result.rowcount
                 if result.rowcount < self.batch:
                     break

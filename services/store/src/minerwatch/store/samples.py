@@ -1,5 +1,8 @@
 """Writing samples and keeping their 1-minute and 1-hour rollups, in one transaction.
 
+The same transaction marks the buckets it touched in ``fleet_dirty``, for the fleet
+rollups (``fleet``) to recompute.
+
 Samples go in with ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the keys that were new;
 only those are added to the rollups. A sample the broker delivers twice (after a crash,
 or to two stores) is therefore counted once, by whichever transaction stored it first.
@@ -248,7 +251,37 @@ async def write_samples(conn: AsyncConnection, rows: Sequence[Values]) -> int:
     for row in ordered:
         first.setdefault(_sample_key(row), row)
     new_samples = [first[(miner_id, ts_ms)] for miner_id, ts_ms in inserted]
+    marks: list[Values] = []
     for resolution in db.ROLLUPS:
-        await _upsert_rollups(conn, resolution.table,
-                              bucket_rows(new_samples, resolution.step_ms))
+        rows_of_level = bucket_rows(new_samples, resolution.step_ms)
+        await _upsert_rollups(conn, resolution.table, rows_of_level)
+        marks.extend(dirty_marks(rows_of_level, resolution.step_ms))
+    await mark_dirty(conn, marks)
     return len(new_samples)
+
+
+# --- fleet buckets to recompute ------------------------------------------------------
+
+
+def dirty_marks(rollup_rows: Iterable[Values], step_ms: int) -> list[Values]:
+    """One mark per bucket the rollup rows touch, in key order."""
+    buckets = sorted({row["bucket_ms"] for row in rollup_rows})
+    return [{"step_ms": step_ms, "bucket_ms": bucket, "version": 0} for bucket in buckets]
+
+
+@lru_cache(maxsize=4)
+def _mark_upsert(dialect: str) -> Any:
+    insert = postgresql.insert(db.fleet_dirty) if dialect == "postgresql" else sqlite.insert(
+        db.fleet_dirty)
+    # a bucket marked again: a new version, so a recompute that read it before this
+    # transaction committed does not remove the mark (``fleet.FleetRollups``)
+    return insert.on_conflict_do_update(
+        index_elements=["step_ms", "bucket_ms"],
+        set_={"version": db.fleet_dirty.c.version + 1})
+
+
+async def mark_dirty(conn: AsyncConnection, marks: Sequence[Values]) -> None:
+    """Mark fleet buckets to recompute, in the caller's transaction (in key order: stores
+    on one PostgreSQL lock the marks in the same order)."""
+    if marks:
+        await conn.execute(_mark_upsert(conn.dialect.name), list(marks))
