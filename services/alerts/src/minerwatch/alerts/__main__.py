@@ -149,7 +149,9 @@ class AlertService:
         ticker = asyncio.create_task(self.ticker(client))
         try:
             async for message in client.messages:
-                await self.publish(client, self.consume(message))
+                events = self.consume(message)
+                if events:  # most samples cause none: no coroutine to make and await
+                    await self.publish(client, events)
                 client.ack(message)
         finally:
             # ``messages`` ends by raising when the connection goes: that error (not the

@@ -35,6 +35,7 @@ from minerwatch.api.routes.events import events_index
 from minerwatch.api.routes.fleet_samples import energy_handler, fleet_samples_handler
 from minerwatch.api.routes.health import healthz
 from minerwatch.api.routes.miners import miner_history, miners_index
+from minerwatch.api.routes.pages import miner_page
 from minerwatch.api.routes.ws import live
 from minerwatch.shared.config import Config
 from minerwatch.shared.errors import one_line
@@ -170,6 +171,7 @@ def create_app(
             healthz,
             client_config,
             live,
+            miner_page,
             create_static_files_router("/", [DASHBOARD_DIR], file_system=DashboardFiles(),
                                        html_mode=True, name="dashboard"),
         ],
