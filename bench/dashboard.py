@@ -14,7 +14,9 @@ and the fleet page following 1,000 miners that send 1,000 samples a second.
    and the RSS of the api process (a real ``minerwatch-api`` process) meanwhile.
 
 Run: ``.venv/bin/python bench/dashboard.py`` (the ``dashboard`` section of
-docs/benchmarks.md). Needs mosquitto and chromium.
+docs/benchmarks.md). Needs mosquitto and chromium. ``MW_BENCH_LIVE_S`` sets the live part's
+length; ``MW_BENCH_ONLY=live`` runs the live part alone and prints it (docs untouched), and
+``MW_BENCH_TRACE=<file.json>`` saves a Chromium performance trace of the live part there.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ RUNS = 5
 MINERS = 1000
 RATE = 1000  # samples a second, spread over the miners
 LIVE_S = float(os.environ.get("MW_BENCH_LIVE_S", "20"))
+ONLY_LIVE = os.environ.get("MW_BENCH_ONLY") == "live"
+TRACE = os.environ.get("MW_BENCH_TRACE")
 WARMUP_S = 3.0
 MINUTE_MS, HOUR_MS = 60_000, 3_600_000
 CHARTS = 6
@@ -212,6 +216,8 @@ async def live_fleet(browser: Browser, url: str, broker_port: int, api_pid: int
                                     " s.latencies = []; s.samples = 0; s.frames = 0; }")
                 reset = True
                 measured_from = sent
+                if TRACE:
+                    await browser.start_tracing(page=page, path=TRACE, screenshots=False)
             for _ in range(per_tick):
                 miner_id = ids[sent % MINERS]
                 while client.send_quota == 0:
@@ -225,6 +231,8 @@ async def live_fleet(browser: Browser, url: str, broker_port: int, api_pid: int
             target = started + sent / RATE
             await asyncio.sleep(max(0.0, target - time.monotonic()))
         await asyncio.sleep(1)
+        if TRACE:
+            await browser.stop_tracing()
         result = await page.evaluate("() => window.minerwatchStats")
         await page.close()
     latencies = sorted(result["latencies"])
@@ -252,9 +260,11 @@ async def main() -> None:
                     browser = await playwright.chromium.launch(executable_path=CHROMIUM,
                                                                args=CHROMIUM_ARGS)
                     try:
-                        print("miner page...", flush=True)
-                        drawn = await miner_page(browser, url)
-                        print(f"  {drawn}", flush=True)
+                        drawn: dict[str, float] = {}
+                        if not ONLY_LIVE:
+                            print("miner page...", flush=True)
+                            drawn = await miner_page(browser, url)
+                            print(f"  {drawn}", flush=True)
                         print(f"fleet page, {MINERS} miners, {RATE} samples/s...", flush=True)
                         fleet = await live_fleet(browser, url, broker_port, proc.pid)
                         print(f"  {fleet}", flush=True)
@@ -263,6 +273,8 @@ async def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=15)
+    if ONLY_LIVE:
+        return
     ranges = ", ".join(f"{key} {ms:.0f} ms" for key, ms in drawn.items())
     table = ("| p50 | p99 | max | samples handled / published | frames | api RSS |\n"
              "|---|---|---|---|---|---|\n"

@@ -7,11 +7,14 @@
 // every second, not only when a message comes); stale and offline miners are listed apart
 // and left out of the fleet totals. A banner says which minerwatch service is offline.
 //
-// Messages only mark miners as changed; the DOM is updated once per animation frame, so a
-// fleet of a thousand miners sending a thousand samples a second stays responsive.
+// Messages only update the model and mark miners as changed (O(1), no DOM); the DOM is
+// updated once per animation frame, only for the miners that changed, and only the cells
+// whose text changed, so a fleet of a thousand miners sending a thousand samples a second
+// stays responsive (bench/dashboard.py). Rows off screen cost no style or paint
+// (content-visibility in style.css), and only rows on screen flash.
 import {
   AlertList, Live, age, capitalized, clock, el, flash, getJson, hashrate, isNum, isObject,
-  lastSeen, minerState, newer, notLiveReason, notify, num, power, send, setSub, setValue, tsMs,
+  lastSeen, minerState, newer, notLiveReason, notify, num, power, send, tsMs,
 } from "./common.js";
 import { Chart, FLEET_CHARTS, RANGES, rangePicker, rowOf } from "./charts.js";
 
@@ -19,8 +22,16 @@ const TICK_MS = 1000;
 const HISTORY_EVERY_MS = 60000;
 const ENERGY_EVERY_MS = 600000;
 const MAX_STATS = 500000;
+// Past this many new readings in one frame, none flashes: a wall of flashing rows says
+// nothing and costs a repaint of each.
+const MAX_FLASHES = 40;
+// From this many miners on, rows off screen skip rendering (content-visibility, style.css).
+const MANY_ROWS = 100;
 
-const fleet = new Map(); // miner_id -> {info, status, sample, renamed, editing, shown, state, row}
+const fleet = new Map(); // miner_id -> {info, status, sample, renamed, editing, shown, state, row, onScreen}
+const cellsOf = new WeakMap(); // row -> {field: td}, so an update never queries the DOM
+const partsOf = new WeakMap(); // td -> {text, unit, sub, key}: the nodes a value is written into
+const collator = new Intl.Collator();
 const dirty = new Map(); // miner_id -> whether a new reading came (flash it)
 let frame = 0;
 let reorder = false; // rows must be placed again (new miner, new label or state, new sort)
@@ -74,19 +85,53 @@ const METRICS = new Set(["hashrate", "temp", "power", "efficiency", "fans", "sha
 function minerRow(minerId) {
   const row = el("tr");
   row.dataset.miner = minerId;
+  row.setAttribute("role", "row"); // the table semantics a grid or card layout would drop
+  const cells = {};
   FIELDS.forEach((field, i) => {
     const classes = [NUMERIC.has(field) ? "num" : "", METRICS.has(field) ? "metric" : ""];
     const node = el("td", classes.join(" ").trim());
     node.dataset.field = field;
     node.dataset.label = HEADINGS[i]; // the card layout (phones) names each value
+    node.setAttribute("role", "cell");
+    cells[field] = node;
     row.append(node);
   });
-  cell(row, "actions").append(rowMenu(minerId));
+  cellsOf.set(row, cells);
+  cells.actions.append(rowMenu(minerId));
+  // Whether the row is rendered (on screen or near it): the browser says so for free with
+  // content-visibility: auto, with no layout read of ours.
+  row.addEventListener("contentvisibilityautostatechange", (event) => {
+    const miner = fleet.get(minerId);
+    if (miner && miner.row === row) miner.onScreen = !event.skipped;
+  });
   return row;
 }
 
 function cell(row, field) {
-  return row.querySelector(`[data-field="${field}"]`);
+  return cellsOf.get(row)[field];
+}
+
+// "value unit" with an optional line below, written in place: only the text that changed
+// is touched, and no node is created once the cell has its three.
+function writeCell(node, value, unit, sub, subClass) {
+  const shownUnit = unit && value !== "–" ? unit : "";
+  const key = `${value}\u0000${shownUnit}\u0000${sub || ""}\u0000${subClass || ""}`;
+  let parts = partsOf.get(node);
+  if (parts && parts.key === key) return;
+  if (!parts) {
+    parts = { text: document.createTextNode(""), unit: el("span", "unit"), sub: el("span", "sub"), key: "" };
+    node.replaceChildren(parts.text, parts.unit, parts.sub);
+    partsOf.set(node, parts);
+  }
+  parts.key = key;
+  if (parts.text.data !== value) parts.text.data = value;
+  if (parts.unit.textContent !== shownUnit) parts.unit.textContent = shownUnit;
+  if (parts.unit.hidden !== !shownUnit) parts.unit.hidden = !shownUnit;
+  const subText = sub || "";
+  if (parts.sub.textContent !== subText) parts.sub.textContent = subText;
+  const className = subClass || "sub";
+  if (parts.sub.className !== className) parts.sub.className = className;
+  if (parts.sub.hidden !== !subText) parts.sub.hidden = !subText;
 }
 
 // A small per-row menu: rename, forget.
@@ -110,17 +155,20 @@ function rowMenu(minerId) {
   return menu;
 }
 
-function renderName(minerId, miner) {
+function renderName(minerId, miner, force) {
   if (miner.editing) return; // the rename form is there
   const { info } = miner;
   const name = cell(miner.row, "name");
   const label = labelOf(minerId);
+  const hostname = info && info.hostname !== minerId && info.hostname !== label ? info.hostname : null;
+  const where = info ? [hostname, `${info.host}:${info.port}`].filter(Boolean).join(" · ") : "";
+  const key = `${label}\u0000${where}`;
+  if (!force && miner.named === key) return;
+  miner.named = key;
   const link = el("a", "name", label);
   link.href = `/miners/${encodeURIComponent(minerId)}`;
   name.replaceChildren(link);
   if (label !== minerId) name.append(" ", el("span", "id", minerId));
-  const hostname = info && info.hostname !== minerId && info.hostname !== label ? info.hostname : null;
-  const where = info ? [hostname, `${info.host}:${info.port}`].filter(Boolean).join(" · ") : "";
   if (where) name.append(el("span", "sub", where));
 }
 
@@ -128,26 +176,22 @@ function renderMiner(minerId, miner, fresh, nowMs) {
   const { info, sample, row } = miner;
   renderName(minerId, miner);
   const maker = info ? [info.make, info.model].filter(Boolean).join(" ") : "";
-  setSub(cell(row, "model"), maker || "–", info && info.firmware ? `fw ${info.firmware}` : "");
+  writeCell(cell(row, "model"), maker || "–", "", info && info.firmware ? `fw ${info.firmware}` : "");
 
   const s = sample || {};
   const [rate, rateUnit] = hashrate(s.hashrate_ths);
-  setValue(cell(row, "hashrate"), rate, rateUnit);
-  const temp = cell(row, "temp");
-  setValue(temp, isNum(s.temp_c) ? num(s.temp_c, 1) : "–", "°C");
-  if (isNum(s.vr_temp_c)) temp.append(el("span", "sub", `VR ${num(s.vr_temp_c, 0)} °C`));
-  setValue(cell(row, "power"), isNum(s.power_w) ? num(s.power_w, 0) : "–", "W");
-  setValue(cell(row, "efficiency"), isNum(s.efficiency_jth) ? num(s.efficiency_jth, 1) : "–", "J/TH");
+  writeCell(cell(row, "hashrate"), rate, rateUnit);
+  writeCell(cell(row, "temp"), isNum(s.temp_c) ? num(s.temp_c, 1) : "–", "°C",
+            isNum(s.vr_temp_c) ? `VR ${num(s.vr_temp_c, 0)} °C` : "");
+  writeCell(cell(row, "power"), isNum(s.power_w) ? num(s.power_w, 0) : "–", "W");
+  writeCell(cell(row, "efficiency"), isNum(s.efficiency_jth) ? num(s.efficiency_jth, 1) : "–", "J/TH");
   const fans = Array.isArray(s.fan_rpm) ? s.fan_rpm.filter(isNum) : [];
-  setValue(cell(row, "fans"), fans.length ? fans.map((rpm) => num(rpm, 0)).join(" · ") : "–", "rpm");
-  const shares = cell(row, "shares");
-  shares.replaceChildren(document.createTextNode(isNum(s.shares_accepted) ? num(s.shares_accepted, 0) : "–"));
-  if (isNum(s.shares_rejected)) {
-    shares.append(el("span", s.shares_rejected > 0 ? "sub rejected" : "sub", `${num(s.shares_rejected, 0)} rejected`));
-  }
-  miner.shown = null; // the state cell is drawn afresh
-  renderState(minerId, miner, nowMs);
-  if (fresh) flash(cell(row, "hashrate"));
+  writeCell(cell(row, "fans"), fans.length ? fans.map((rpm) => num(rpm, 0)).join(" · ") : "–", "rpm");
+  writeCell(cell(row, "shares"), isNum(s.shares_accepted) ? num(s.shares_accepted, 0) : "–", "",
+            isNum(s.shares_rejected) ? `${num(s.shares_rejected, 0)} rejected` : "",
+            isNum(s.shares_rejected) && s.shares_rejected > 0 ? "sub rejected" : "sub");
+  renderState(minerId, miner, nowMs); // redraws only when what it shows changed
+  return fresh && miner.onScreen;
 }
 
 // The state cell, the row's look and "last seen": redrawn every tick, as time alone makes a
@@ -205,7 +249,7 @@ function startRename(minerId) {
   problem.setAttribute("role", "alert");
   const cancel = () => {
     miner.editing = false;
-    renderName(minerId, miner);
+    renderName(minerId, miner, true);
   };
   const cancelButton = el("button", "quiet", "Cancel");
   cancelButton.type = "button";
@@ -255,7 +299,7 @@ function minerEntry(minerId) {
   let miner = fleet.get(minerId);
   if (!miner) {
     miner = { info: null, status: null, sample: null, renamed: undefined, editing: false,
-              shown: null, state: "unknown", row: minerRow(minerId) };
+              shown: null, named: null, state: "unknown", row: minerRow(minerId), onScreen: true };
     fleet.set(minerId, miner);
     reorder = true;
   }
@@ -314,13 +358,15 @@ function schedule() {
 function flush() {
   frame = 0;
   const nowMs = Date.now();
+  const flashes = [];
   for (const [minerId, fresh] of dirty) {
     const miner = fleet.get(minerId);
     if (!miner) continue;
-    renderMiner(minerId, miner, fresh, nowMs);
+    if (renderMiner(minerId, miner, fresh, nowMs)) flashes.push(miner.row);
     applyView(minerId, miner);
   }
   dirty.clear();
+  if (flashes.length <= MAX_FLASHES) for (const row of flashes) flash(cell(row, "hashrate"));
   if (reorder) placeRows();
   if (totalsDirty) renderTotals();
   if (alertsDirty) {
@@ -362,7 +408,7 @@ function compare(a, b) {
       return vb - va;
     }
   }
-  const byLabel = (labelOf(a) || a).toLocaleLowerCase().localeCompare((labelOf(b) || b).toLocaleLowerCase());
+  const byLabel = collator.compare((labelOf(a) || a).toLocaleLowerCase(), (labelOf(b) || b).toLocaleLowerCase());
   return byLabel || (a < b ? -1 : a > b ? 1 : 0);
 }
 
@@ -389,6 +435,7 @@ function placeRows() {
   document.getElementById("down-head").hidden = down === 0;
   document.getElementById("down-title").textContent = `Not live: ${down} stale, offline or not heard from`;
   document.getElementById("empty").hidden = fleet.size > 0;
+  document.getElementById("miners").classList.toggle("many", fleet.size > MANY_ROWS);
   applyAllViews();
 }
 
@@ -476,27 +523,36 @@ function renderTotals() {
     }
   }
   const count = document.getElementById("total-online");
-  count.replaceChildren(document.createTextNode(`${counts.online} / ${fleet.size}`),
-                        el("span", "detail", counts.stale ? " online · " : " online"));
-  if (counts.stale) count.append(el("span", "detail stale-count", `${counts.stale} stale`));
+  const countKey = `${counts.online}/${fleet.size}/${counts.stale}`;
+  if (count.dataset.shown !== countKey) {
+    count.dataset.shown = countKey;
+    count.replaceChildren(document.createTextNode(`${counts.online} / ${fleet.size}`),
+                          el("span", "detail", counts.stale ? " online · " : " online"));
+    if (counts.stale) count.append(el("span", "detail stale-count", `${counts.stale} stale`));
+  }
   const others = [["idle", counts.idle], ["offline", counts.offline], ["not heard from", counts.unknown]]
     .filter(([, n]) => n > 0).map(([what, n]) => `${n} ${what}`);
-  document.getElementById("cover-miners").textContent = others.join(" · ");
+  setText("cover-miners", others.join(" · "));
 
   const [value, unit] = hashrate(rate);
-  setValue(document.getElementById("total-hashrate"), value, unit);
+  writeCell(document.getElementById("total-hashrate"), value, unit);
   const left = fleet.size - liveCount;
-  document.getElementById("cover-hashrate").textContent = `from ${plural(liveCount, "live miner", "live miners")}`
-    + (left ? `; ${left} not live left out` : "");
+  setText("cover-hashrate", `from ${plural(liveCount, "live miner", "live miners")}`
+    + (left ? `; ${left} not live left out` : ""));
   const totalPower = power(watts);
-  setValue(document.getElementById("total-power"), totalPower[0], totalPower[1]);
-  document.getElementById("cover-power").textContent = liveCount
+  writeCell(document.getElementById("total-power"), totalPower[0], totalPower[1]);
+  setText("cover-power", liveCount
     ? `${reporting} of ${plural(liveCount, "live miner", "live miners")} ${reporting === 1 ? "reports" : "report"} it`
-    : "no live miner";
-  setValue(document.getElementById("total-efficiency"), ratedRate > 0 ? num(ratedPower / ratedRate, 1) : "–", "J/TH");
-  document.getElementById("cover-efficiency").textContent = rated
+    : "no live miner");
+  writeCell(document.getElementById("total-efficiency"), ratedRate > 0 ? num(ratedPower / ratedRate, 1) : "–", "J/TH");
+  setText("cover-efficiency", rated
     ? `over the ${plural(rated, "miner", "miners")} that ${rated === 1 ? "reports" : "report"} power`
-    : "no live miner reports power";
+    : "no live miner reports power");
+}
+
+function setText(id, text) {
+  const node = document.getElementById(id);
+  if (node.textContent !== text) node.textContent = text;
 }
 
 // ---- fleet history ------------------------------------------------------------------------

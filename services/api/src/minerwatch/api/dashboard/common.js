@@ -24,8 +24,17 @@ export const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 export const isObject = (v) => v !== null && typeof v === "object";
 export const tsMs = (ts) => (typeof ts === "string" ? Date.parse(ts) : NaN);
 
+// One formatter per number of digits: toLocaleString with options builds a new one at every
+// call, which a thousand-row table updating live cannot afford.
+const FORMATS = new Map();
+
 export function num(value, digits) {
-  return value.toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  let format = FORMATS.get(digits);
+  if (!format) {
+    format = new Intl.NumberFormat(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    FORMATS.set(digits, format);
+  }
+  return format.format(value);
 }
 
 export function hashrate(ths) {
