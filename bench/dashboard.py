@@ -52,6 +52,7 @@ DAYS = 30
 RUNS = 5
 MINERS = 1000
 RATE = 1000  # samples a second, spread over the miners
+CHUNK = 100  # miners published at a time before the live part (3 messages each)
 LIVE_S = float(os.environ.get("MW_BENCH_LIVE_S", "20"))
 ONLY_LIVE = os.environ.get("MW_BENCH_ONLY") == "live"
 TRACE = os.environ.get("MW_BENCH_TRACE")
@@ -161,6 +162,16 @@ async def publish_all(client: Client, messages: list[tuple[str, bytes]]) -> None
         client.publish_nowait(topic, payload, retain=True)
 
 
+async def api_lists(url: str, count: int) -> None:
+    """Wait until ``GET /api/miners`` lists ``count`` miners (and bench-1, the seeded one)."""
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        while len((await http.get("/api/miners")).json()) < count + 1:
+            if time.monotonic() > deadline:
+                sys.exit(f"bench: the api did not list {count} miners within 30 s")
+            await asyncio.sleep(0.05)
+
+
 async def miner_page(browser: Browser, url: str) -> dict[str, float]:
     """Median ms from navigation to every chart drawn, per range."""
     found: dict[str, float] = {}
@@ -193,12 +204,27 @@ async def live_fleet(browser: Browser, url: str, broker_port: int, api_pid: int
             first += [(f"{BASE}/miners/{miner_id}/info", encode(info)),
                       (f"{BASE}/miners/{miner_id}/status", encode(status)),
                       (f"{BASE}/miners/{miner_id}/sample", encode(sample(miner_id, now_ms, n)))]
-        await publish_all(client, first)
-        await asyncio.sleep(1)
+        # In chunks the api takes in before the next: a burst of all 3,001 overflows the
+        # broker's queue for the api (mosquitto's max_queued_messages, 1,000), which drops
+        # the rest, so the api (and the page) would never hear of some miners.
+        await publish_all(client, first[:1])
+        for at in range(1, len(first), 3 * CHUNK):
+            await publish_all(client, first[at:at + 3 * CHUNK])
+            await api_lists(url, min(MINERS, (at - 1) // 3 + CHUNK))
         page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("pageerror", lambda error: print(f"  page error: {error}", flush=True))
         await page.goto(f"{url}/?stats=1")
-        await page.wait_for_function(
-            f"document.querySelectorAll('tr[data-miner]').length >= {MINERS}", timeout=60_000)
+        try:
+            await page.wait_for_function(
+                f"document.querySelectorAll('tr[data-miner]').length >= {MINERS}",
+                timeout=60_000)
+        except Exception:
+            # Say how far the page got and what the api lists, not only that it timed out.
+            rows = await page.evaluate("document.querySelectorAll('tr[data-miner]').length")
+            async with httpx.AsyncClient(timeout=10) as http:
+                listed = len((await http.get(f"{url}/api/miners")).json())
+            sys.exit(f"bench: the page shows {rows} of {MINERS} miners after 60 s"
+                     f" (GET /api/miners lists {listed} now)")
         await page.wait_for_function("document.getElementById('link').textContent === 'live'")
 
         rss: list[float] = []

@@ -11,7 +11,9 @@
 // updated once per animation frame, only for the miners that changed, and only the cells
 // whose text changed, so a fleet of a thousand miners sending a thousand samples a second
 // stays responsive (bench/dashboard.py). Rows off screen cost no style or paint
-// (content-visibility in style.css), and only rows on screen flash.
+// (content-visibility in style.css), and only rows on screen flash. Nothing costs O(fleet)
+// per frame: the totals are running sums moved by each changed miner, and the once-a-second
+// tick writes "last seen" only in the rows on screen (the others when they come on screen).
 import {
   AlertList, Live, age, capitalized, clock, el, flash, getJson, hashrate, isNum, isObject,
   lastSeen, minerState, newer, notLiveReason, notify, num, power, send, tsMs,
@@ -102,7 +104,9 @@ function minerRow(minerId) {
   // content-visibility: auto, with no layout read of ours.
   row.addEventListener("contentvisibilityautostatechange", (event) => {
     const miner = fleet.get(minerId);
-    if (miner && miner.row === row) miner.onScreen = !event.skipped;
+    if (!miner || miner.row !== row) return;
+    miner.onScreen = !event.skipped;
+    if (miner.onScreen) renderSeen(miner); // its "last seen" was left while off screen
   });
   return row;
 }
@@ -194,18 +198,28 @@ function renderMiner(minerId, miner, fresh, nowMs) {
   return fresh && miner.onScreen;
 }
 
-// The state cell, the row's look and "last seen": redrawn every tick, as time alone makes a
-// miner stale. True when the state changed (the totals must follow).
+// "Last seen", written only when its text changed; a row off screen is left until it
+// comes on screen (its contentvisibilityautostatechange), so the once-a-second tick
+// touches only the rows a person can see.
+function renderSeen(miner) {
+  const seen = lastSeen(miner.status, miner.sample);
+  const seenText = age(seen);
+  if (miner.seenText === seenText && miner.seen === seen) return;
+  const updated = cell(miner.row, "updated");
+  if (miner.seenText !== seenText) updated.textContent = seenText;
+  if (miner.seen !== seen) updated.title = seen || "";
+  miner.seenText = seenText;
+  miner.seen = seen;
+}
+
+// The state cell and the row's look: checked every tick, as time alone makes a miner
+// stale, but redrawn only when what it shows changed. True when the state changed (the
+// totals follow it).
 function renderState(minerId, miner, nowMs) {
   const { status, sample, row } = miner;
   const collector = live.collector();
   const { state, since } = minerState(status, sample, collector, nowMs, live.staleAfterS);
-  const seen = lastSeen(status, sample);
-  const updated = cell(row, "updated");
-  const seenText = age(seen);
-  if (updated.textContent !== seenText) updated.textContent = seenText;
-  if (updated.title !== (seen || "")) updated.title = seen || "";
-  updated.classList.toggle("old", !isLive(state));
+  if (miner.onScreen) renderSeen(miner);
 
   const key = `${state}|${since}|${status ? status.reason : ""}|${collector}`;
   if (miner.shown === key) return false;
@@ -215,6 +229,7 @@ function renderState(minerId, miner, nowMs) {
   miner.state = state;
   row.dataset.state = state;
   row.classList.toggle("not-live", !isLive(state));
+  cell(row, "updated").classList.toggle("old", !isLive(state));
 
   const badge = el("span", `state state-${state}`, capitalized(state));
   const stateCell = cell(row, "state");
@@ -227,7 +242,7 @@ function renderState(minerId, miner, nowMs) {
   } else if (status && status.reason) {
     badge.title = status.reason;
   }
-  if (changed) totalsDirty = true;
+  if (!miner.counted || miner.counted.state !== state) count(miner);
   return changed;
 }
 
@@ -299,7 +314,8 @@ function minerEntry(minerId) {
   let miner = fleet.get(minerId);
   if (!miner) {
     miner = { info: null, status: null, sample: null, renamed: undefined, editing: false,
-              shown: null, named: null, state: "unknown", row: minerRow(minerId), onScreen: true };
+              shown: null, named: null, state: "unknown", row: minerRow(minerId), onScreen: true,
+              seen: undefined, seenText: undefined, counted: null };
     fleet.set(minerId, miner);
     reorder = true;
   }
@@ -310,6 +326,7 @@ function removeMiner(minerId) {
   const miner = fleet.get(minerId);
   if (!miner) return;
   miner.row.remove();
+  addShare(miner.counted, -1);
   fleet.delete(minerId);
   dirty.delete(minerId);
   reorder = true;
@@ -346,7 +363,6 @@ function update(minerId, kind, value, viaSocket) {
     return;
   }
   dirty.set(minerId, (dirty.get(minerId) || false) || fresh);
-  totalsDirty = true;
   schedule();
 }
 
@@ -363,6 +379,7 @@ function flush() {
     const miner = fleet.get(minerId);
     if (!miner) continue;
     if (renderMiner(minerId, miner, fresh, nowMs)) flashes.push(miner.row);
+    count(miner); // its sample may have changed
     applyView(minerId, miner);
   }
   dirty.clear();
@@ -495,33 +512,59 @@ function setupTools() {
 
 const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
+// Running totals: each miner's share is kept, and a change of one miner moves the totals
+// by the difference, so a frame costs O(miners changed), not O(fleet).
+const EMPTY_COUNTS = { online: 0, idle: 0, offline: 0, stale: 0, unknown: 0 };
+const totals = { counts: { ...EMPTY_COUNTS }, live: 0, rate: 0, watts: 0, reporting: 0, ratedPower: 0, ratedRate: 0, rated: 0 };
+
+// What one miner adds to the totals. Only what the fleet does now: not the last values of
+// stale or offline miners.
+function shareOf(miner) {
+  const share = { state: miner.state, live: 0, rate: 0, watts: 0, reporting: 0, ratedPower: 0, ratedRate: 0, rated: 0 };
+  const s = miner.sample;
+  if (!isLive(miner.state) || !s) return share;
+  share.live = 1;
+  if (isNum(s.hashrate_ths)) share.rate = s.hashrate_ths;
+  if (isNum(s.power_w)) {
+    share.watts = s.power_w;
+    share.reporting = 1;
+  }
+  if (isNum(s.power_w) && isNum(s.hashrate_ths) && s.hashrate_ths > 0) {
+    share.ratedPower = s.power_w;
+    share.ratedRate = s.hashrate_ths;
+    share.rated = 1;
+  }
+  return share;
+}
+
+function addShare(share, sign) {
+  if (!share) return;
+  totals.counts[share.state] = (totals.counts[share.state] || 0) + sign;
+  for (const key of ["live", "rate", "watts", "reporting", "ratedPower", "ratedRate", "rated"]) totals[key] += sign * share[key];
+}
+
+function count(miner) {
+  addShare(miner.counted, -1);
+  miner.counted = shareOf(miner);
+  addShare(miner.counted, 1);
+  totalsDirty = true;
+}
+
+// The totals summed afresh (once a second, in tick), so float rounding of the running
+// sums never builds up.
+function recountAll() {
+  totals.counts = { ...EMPTY_COUNTS };
+  for (const key of ["live", "rate", "watts", "reporting", "ratedPower", "ratedRate", "rated"]) totals[key] = 0;
+  for (const miner of fleet.values()) {
+    miner.counted = shareOf(miner);
+    addShare(miner.counted, 1);
+  }
+}
+
 function renderTotals() {
   totalsDirty = false;
-  const counts = { online: 0, idle: 0, offline: 0, stale: 0, unknown: 0 };
-  let liveCount = 0;
-  let rate = 0;
-  let watts = 0;
-  let reporting = 0;
-  let ratedPower = 0;
-  let ratedRate = 0;
-  let rated = 0;
-  for (const miner of fleet.values()) {
-    counts[miner.state] = (counts[miner.state] || 0) + 1;
-    // Only what the fleet does now: not the last values of stale or offline miners.
-    if (!isLive(miner.state) || !miner.sample) continue;
-    liveCount += 1;
-    const s = miner.sample;
-    if (isNum(s.hashrate_ths)) rate += s.hashrate_ths;
-    if (isNum(s.power_w)) {
-      watts += s.power_w;
-      reporting += 1;
-    }
-    if (isNum(s.power_w) && isNum(s.hashrate_ths) && s.hashrate_ths > 0) {
-      ratedPower += s.power_w;
-      ratedRate += s.hashrate_ths;
-      rated += 1;
-    }
-  }
+  const { counts, rate, watts, reporting, ratedPower, ratedRate, rated } = totals;
+  const liveCount = totals.live;
   const count = document.getElementById("total-online");
   const countKey = `${counts.online}/${fleet.size}/${counts.stale}`;
   if (count.dataset.shown !== countKey) {
@@ -677,8 +720,9 @@ function onTopic(levels, payload, topic) {
 function tick() {
   const nowMs = Date.now();
   for (const [minerId, miner] of fleet) renderState(minerId, miner, nowMs);
+  recountAll();
   if (view.sort !== "name" || reorder) placeRows();
-  if (totalsDirty) renderTotals();
+  renderTotals();
   if (alertList.alerts.size) alertList.render();
 }
 
@@ -695,8 +739,11 @@ async function start() {
     loadHistory();
   });
   await live.configure();
-  await loadSnapshot();
+  // Subscribed first, then the list: a miner the api learns of after the list was taken
+  // comes live over the WebSocket. The rows come from the list, not from the replay (the
+  // relay cuts a replay to the client's backlog, 1,000 frames, and a fleet has 3 a miner).
   live.connect();
+  await loadSnapshot();
   setInterval(tick, TICK_MS);
   loadHistory();
   loadEnergy();
