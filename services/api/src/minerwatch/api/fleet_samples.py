@@ -33,6 +33,7 @@ from minerwatch.shared.db import (
     FleetResolution,
     fleet_dirty,
     fleet_rows_query,
+    miner_ids_cte,
     rollups_1h,
 )
 from minerwatch.shared.fields import FIELDS
@@ -208,14 +209,22 @@ _POWER = FIELDS["power_w"]
 
 
 def energy_query(first: date, last: date) -> Select[Any]:
-    """Per miner and UTC day: the sum of its hourly mean power, in watt-hours."""
+    """Per miner and UTC day: the sum of its hourly mean power, in watt-hours.
+
+    Read miner by miner (the loose index scan of ``miner_ids_cte``, then each miner's
+    days as one primary key range): SQLite otherwise takes the window through the
+    bucket index and fetches every row by its key, eight times slower for 30 days of
+    1,000 miners (5.0 s against 0.63 s here)."""
     hours = rollups_1h.c
+    ids = miner_ids_cte(rollups_1h, "energy_miners")
     day = (hours.bucket_ms - hours.bucket_ms % DAY_MS).label("day_ms")
     mean = hours.power_w_sum / hours.power_w_n
+    in_window = and_(hours.miner_id == ids.c.miner_id,
+                     hours.bucket_ms >= _day_ms(first),
+                     hours.bucket_ms < _day_ms(last) + DAY_MS)
     return (select(hours.miner_id, day, func.sum(mean).label("wh"))
-            .where(hours.bucket_ms >= _day_ms(first),
-                   hours.bucket_ms < _day_ms(last) + DAY_MS,
-                   hours.power_w_n > 0,
+            .select_from(ids.join(rollups_1h, in_window))
+            .where(hours.power_w_n > 0,
                    # a mean out of the field's range is no reading (as elsewhere)
                    hours.power_w_sum >= hours.power_w_n * _POWER.minimum,
                    hours.power_w_sum <= hours.power_w_n * _POWER.maximum)
