@@ -35,14 +35,13 @@ from minerwatch.api.routes.events import events_index
 from minerwatch.api.routes.fleet_samples import energy_handler, fleet_samples_handler
 from minerwatch.api.routes.health import healthz
 from minerwatch.api.routes.miners import miner_history, miners_index
-from minerwatch.api.routes.pages import miner_page
+from minerwatch.api.routes.pages import DASHBOARD_DIR, miner_page
 from minerwatch.api.routes.ws import live
 from minerwatch.shared.config import Config
 from minerwatch.shared.errors import one_line
 
 log = logging.getLogger("minerwatch.api")
 
-DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 OPENAPI_UI_DIR = Path(__file__).parent / "openapi_ui"
 OPENAPI_PATH = "/schema"
 OPENAPI_UI_PATH = "/ui"  # below OPENAPI_PATH: Swagger UI's own files

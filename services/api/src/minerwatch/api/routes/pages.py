@@ -9,6 +9,7 @@ from pathlib import Path
 from litestar import MediaType, get
 from litestar.response import File
 
+#: The dashboard's files (the static router serves them, this module the miner page).
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 
 
