@@ -52,7 +52,7 @@ from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Rejected, decode_message
 from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.mqtt.packets import Message, Subscription
-from minerwatch.shared.mqtt.protocol import MqttClient
+from minerwatch.shared.mqtt.protocol import Delivery, MqttClient
 from minerwatch.shared.rejects import RejectLog
 from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Mute, Sample, encode
 from minerwatch.shared.service import run_service
@@ -113,6 +113,8 @@ class AlertService:
         self._events: dict[str, AlertEvent] = {}
         # Events not yet acknowledged by the broker, latest per alert topic: sent on reconnect.
         self._unpublished: dict[str, AlertEvent] = {}
+        # Pipelined publishes of this session not yet settled: what each one carried.
+        self._in_flight: dict[Delivery, tuple[str, AlertEvent]] = {}
 
     async def run(self) -> None:
         seeding = asyncio.create_task(self.seed())
@@ -144,6 +146,9 @@ class AlertService:
         for spec in (INFO, SERVICE_TOPIC, STATUS, SAMPLE):
             await client.subscribe([Subscription(spec.filter(self.base), qos=1)])
         self.sessions += 1
+        # Publishes of an earlier session that never settled are still in _unpublished.
+        self._in_flight.clear()
+        client.on_settled = self.settled
         self.subscribed.set()
         await self.publish(client, self.republished())
         ticker = asyncio.create_task(self.ticker(client))
@@ -165,11 +170,30 @@ class AlertService:
         return list({**self._events, **self._firing, **self._unpublished}.values())
 
     async def publish(self, client: MqttClient, events: Iterable[AlertEvent]) -> None:
+        """Publish retained, pipelined while the broker's Receive Maximum leaves room (a
+        burst of events does not wait a round trip each), else waiting for the PUBACK.
+        An event leaves ``_unpublished`` once the broker has it (``settled``)."""
         for event in events:
             topic = alert_topic(self.base, event.miner_id, event.rule)
+            if client.send_quota > 0:
+                delivery = client.publish_nowait(topic, encode(event), retain=True)
+                self._in_flight[delivery] = (topic, event)
+                continue
             await client.publish(topic, encode(event), qos=1, retain=True)
-            if self._unpublished.get(topic) is event:
-                del self._unpublished[topic]
+            self.published(topic, event)
+
+    def settled(self, delivery: Delivery) -> None:
+        """The broker answered a pipelined publish (``on_settled``)."""
+        topic, event = self._in_flight.pop(delivery, (delivery.topic, None))
+        if event is None:
+            return
+        if delivery.refused:  # an ACL: sending it again would be refused again
+            log.warning("the broker refused alert %s (reason 0x%02X)", topic, delivery.reason)
+        self.published(topic, event)
+
+    def published(self, topic: str, event: AlertEvent) -> None:
+        if self._unpublished.get(topic) is event:
+            del self._unpublished[topic]
 
     async def ticker(self, client: MqttClient) -> None:
         while True:
