@@ -27,8 +27,9 @@ import msgspec
 from minerwatch.shared.schemas import Sample, encode, format_ts, parse_ts
 
 T = TypeVar("T")
-Kind = Literal["sample", "status", "info", "alert", "service", "junk"]
-KINDS: tuple[Kind, ...] = ("sample", "status", "info", "alert", "service", "junk")
+Kind = Literal["sample", "status", "info", "label", "alert", "mute", "service", "junk"]
+KINDS: tuple[Kind, ...] = ("sample", "status", "info", "label", "alert", "mute", "service",
+                           "junk")
 
 VALID_MINERS = ("v0", "v1", "v2", "v3", "v4")
 VALID_PER_MINER = 1000
@@ -329,6 +330,18 @@ def named_cases() -> list[Case]:
          lambda mid, ts: dumps(alert_dict(mid, "overheat", ts="2026-99-99T00:00:00.000Z"))),
         ("alert-message-100k", ("alert",),
          lambda mid, ts: dumps(alert_dict(mid, "overheat", message="m" * 100_000))),
+        # labels and mutes (what the api publishes and the collector and alerts read)
+        ("label-too-long", ("label",), lambda mid, ts: dumps({"label": "L" * 101, "ts": ts})),
+        ("label-control", ("label",), lambda mid, ts: dumps({"label": "a\nb", "ts": ts})),
+        ("label-number", ("label",), lambda mid, ts: dumps({"label": 7, "ts": ts})),
+        ("label-ts-bad", ("label",),
+         lambda mid, ts: dumps({"label": "x", "ts": "2026-99-99T00:00:00.000Z"})),
+        ("mute-other-id", ("mute",), lambda mid, ts: dumps(
+            {"id": "someone-else", "until": ts, "created": ts})),
+        ("mute-until-bad", ("mute",), lambda mid, ts: dumps(
+            {"id": mid, "until": "2026-02-30T00:00:00.000Z", "created": ts})),
+        ("mute-bad-miner", ("mute",), lambda mid, ts: dumps(
+            {"id": mid, "miner_id": "Not A/Slug", "until": ts, "created": ts})),
         # service status (plain text)
         ("service-nul", ("service",), lambda mid, ts: b"online\x00"),
         ("service-upper", ("service",), lambda mid, ts: b"ONLINE"),
@@ -502,9 +515,12 @@ class TopicMaker:
     def topic(self, kind: Kind) -> tuple[str, str]:
         """(topic, the id a payload should claim to match it)."""
         base, rng = self.base, self.rng
-        if kind in ("sample", "status", "info"):
+        if kind in ("sample", "status", "info", "label"):
             mid = self.miner_id()
             return f"{base}/miners/{mid}/{kind}", mid
+        if kind == "mute":
+            mute_id = self.miner_id()  # the same pattern as a miner id
+            return f"{base}/mutes/{mute_id}", mute_id
         if kind == "alert":
             mid, rule = self.miner_id(), pick(rng, _RULES)
             return f"{base}/alerts/{mid}/{rule}", mid
@@ -538,9 +554,9 @@ class TopicMaker:
 
 
 #: A kind for a random payload, by weight: samples 35, status, info and alerts 10 each,
-#: service status 5, junk topics 30.
+#: labels, mutes and service status 5 each, junk topics 20.
 _KIND_TABLE: tuple[Kind, ...] = tuple(
-    kind for kind, weight in zip(KINDS, (35, 10, 10, 10, 5, 30), strict=True)
+    kind for kind, weight in zip(KINDS, (35, 10, 10, 5, 10, 5, 5, 20), strict=True)
     for _ in range(weight))
 
 
