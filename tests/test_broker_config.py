@@ -108,17 +108,51 @@ async def delivered(port: int, publisher: str, topic: str) -> bool:
         ("collector", "minerwatch/services/collector/status", True),
         ("collector", "minerwatch/alerts/m1/overheat", False),
         ("collector", "minerwatch/services/store/status", False),
+        ("collector", "minerwatch/mutes/m1", False),
         ("alerts", "minerwatch/alerts/m1/overheat", True),
+        ("alerts", "minerwatch/mutes/m1", True),  # it clears expired mutes
         ("alerts", "minerwatch/miners/m1/sample", False),
         ("store", "minerwatch/miners/m1/sample", False),
-        ("api", "minerwatch/miners/m1/sample", False),
+        ("store", "minerwatch/mutes/m1", False),
+        # the api publishes labels and mutes, and forgets a miner by clearing its topics
+        ("api", "minerwatch/miners/m1/label", True),
+        ("api", "minerwatch/miners/m1/info", True),
+        ("api", "minerwatch/alerts/m1/offline", True),
+        ("api", "minerwatch/mutes/m1", True),
+        ("api", "minerwatch/services/collector/status", False),
         ("reader", "minerwatch/miners/m1/sample", False),
+        ("reader", "minerwatch/mutes/m1", False),
     ],
 )
 async def test_acl_limits_each_service(
     production_broker: int, user: str, topic: str, allowed: bool
 ) -> None:
     assert await delivered(production_broker, user, topic) is allowed
+
+
+@pytest.mark.parametrize(
+    ("reader", "publisher", "topic"),
+    [
+        ("alerts", "collector", "minerwatch/services/collector/status"),
+        ("alerts", "api", "minerwatch/mutes/m1"),
+        ("collector", "api", "minerwatch/miners/m1/label"),
+    ],
+)
+async def test_each_service_reads_what_it_follows(
+    production_broker: int, reader: str, publisher: str, topic: str
+) -> None:
+    async with (
+        aiomqtt.Client("127.0.0.1", production_broker, username=reader,
+                       password=PASSWORDS[reader]) as follower,
+        aiomqtt.Client("127.0.0.1", production_broker, username=publisher,
+                       password=PASSWORDS[publisher]) as client,
+    ):
+        await follower.subscribe(topic, qos=1)
+        await client.publish(topic, b"{}", qos=1)
+        async with asyncio.timeout(2):
+            async for message in follower.messages:
+                assert str(message.topic) == topic
+                break
 
 
 async def test_anonymous_and_wrong_passwords_are_refused(production_broker: int) -> None:
