@@ -191,10 +191,14 @@ async def test_a_second_client_with_the_stores_id_is_an_error_in_the_stores_log(
             await client.publish(f"{base_topic}/miners/before/sample",
                                  encode(make.sample("before")), qos=1, retain=True)
             await wait_until(lambda: stored("before"))
-            async with aiomqtt.Client(sys_broker.host, sys_broker.port, identifier=client_id,
-                                      protocol=aiomqtt.ProtocolVersion.V5):
-                pass
-            await wait_until(lambda: takeover_errors(caplog))
+            for _attempt in range(3):  # a loaded machine may miss the uptime probe once
+                async with aiomqtt.Client(sys_broker.host, sys_broker.port,
+                                          identifier=client_id,
+                                          protocol=aiomqtt.ProtocolVersion.V5):
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(lambda: takeover_errors(caplog), timeout=8.0)
+                    break
             [line] = takeover_errors(caplog)
             assert line.startswith("session taken over: another client connected as client "
                                    f"id {client_id!r}; ")

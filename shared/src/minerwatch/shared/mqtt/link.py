@@ -85,8 +85,8 @@ def taken_over(error: MqttError) -> bool:
 
 #: Mosquitto's uptime topic, which a silent takeover is told from a restart by.
 UPTIME_TOPIC = "$SYS/broker/uptime"
-#: How long the probe for the broker's uptime may take.
-UPTIME_WAIT_S = 2.0
+#: How long the probe for the broker's uptime may take (a busy broker answers late).
+UPTIME_WAIT_S = 5.0
 
 
 def closed_without_reason(error: MqttError, host: str, port: int) -> bool:
