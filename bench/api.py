@@ -15,7 +15,7 @@ comparison, the plain ``GROUP BY`` over the per-miner 1-hour rollups the fleet r
 replace (why the fleet rollups exist).
 
 Run: ``.venv/bin/python bench/api.py`` (the ``api`` section of docs/benchmarks.md).
-Needs mosquitto and the PostgreSQL at ``PG_URL``.
+Needs mosquitto and the PostgreSQL at ``store.PG_URL``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +37,7 @@ import uvicorn
 from broker import private_broker
 from sqlalchemy import literal, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from store import database  # a fresh SQLite file or a throwaway PostgreSQL schema
 
 from minerwatch.api.app import create_app
 from minerwatch.shared import db
@@ -45,7 +45,6 @@ from minerwatch.shared.config import Config, DatabaseConfig, MqttConfig
 from minerwatch.shared.schemas import format_ts
 from minerwatch.store.fleet import FleetRollups
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MINERS = 1000
 DAYS = 30
 MINUTE_HOURS = 6
@@ -114,33 +113,6 @@ async def fill(engine: AsyncEngine) -> float:
     started = time.perf_counter()
     await FleetRollups(engine, batch=1000).run_once()
     return time.perf_counter() - started
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str, workdir: Path) -> AsyncIterator[tuple[str, AsyncEngine]]:
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / 'api.db'}"
-        engine = db.create_engine(url)
-        await db.create_schema(engine)
-        try:
-            yield url, engine
-        finally:
-            await engine.dispose()
-        return
-    schema = f"benchapi_{uuid.uuid4().hex[:12]}"
-    admin = db.create_engine(PG_URL)
-    async with admin.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    engine = db.create_engine(url)
-    await db.create_schema(engine)
-    try:
-        yield url, engine
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 @contextlib.asynccontextmanager
