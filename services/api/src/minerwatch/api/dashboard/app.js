@@ -322,7 +322,12 @@ function minerEntry(minerId) {
   return miner;
 }
 
+// Miners removed while a GET /api/miners is in flight: its answer was taken before, and
+// must not bring them back.
+let removedDuringSnapshot = null;
+
 function removeMiner(minerId) {
+  if (removedDuringSnapshot) removedDuringSnapshot.add(minerId);
   const miner = fleet.get(minerId);
   if (!miner) return;
   miner.row.remove();
@@ -688,9 +693,14 @@ async function loadEnergy() {
 // ---- data sources -------------------------------------------------------------------------
 
 async function loadSnapshot() {
+  removedDuringSnapshot = new Set();
   try {
-    for (const entry of await getJson("/api/miners")) {
+    const entries = await getJson("/api/miners");
+    const removed = removedDuringSnapshot;
+    removedDuringSnapshot = null;
+    for (const entry of entries) {
       if (!isObject(entry) || typeof entry.miner_id !== "string") continue;
+      if (removed.has(entry.miner_id)) continue; // cleared over the WebSocket meanwhile
       if (entry.info) update(entry.miner_id, "info", entry.info, false);
       if (entry.status) update(entry.miner_id, "status", entry.status, false);
       if (entry.sample) update(entry.miner_id, "sample", entry.sample, false);
@@ -699,6 +709,7 @@ async function loadSnapshot() {
       }
     }
   } catch (error) {
+    removedDuringSnapshot = null;
     console.warn("minerwatch: could not load /api/miners:", error);
   }
   flush();
