@@ -1,7 +1,8 @@
 """Fixtures every test folder shares: a private Mosquitto broker and free ports.
 
-The broker is testcontainers' Mosquitto when a Docker engine answers, else the local
-``mosquitto`` binary on a free port with a temporary config. Never the shared broker on 1883.
+The broker is the local ``mosquitto`` binary on a free port with a temporary config, never
+the shared broker on 1883, and never a container: a Docker engine that happens to run here
+(``make compose-test`` needs one) must not change what the suite tests against.
 """
 
 from __future__ import annotations
@@ -32,16 +33,6 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def _docker_answers() -> bool:
-    try:
-        import docker  # only when testcontainers may be used
-
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
-        return False
 
 
 class LocalMosquitto:
@@ -87,12 +78,6 @@ class Broker:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    if _docker_answers():
-        from testcontainers.mqtt import MosquittoContainer
-
-        with MosquittoContainer() as container:
-            yield Broker(container.get_container_host_ip(), int(container.get_exposed_port(1883)))
-        return
     local = LocalMosquitto(tmp_path_factory.mktemp("mosquitto"))
     local.start()
     try:

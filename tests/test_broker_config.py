@@ -1,33 +1,53 @@
-"""The shipped Mosquitto configs start, the production ACL lets each service publish only
-what it owns, and the store's own MQTT client logs in and works under it. Runs the real
-broker binary with the repository's files (paths and port swapped for a temporary folder
-and a free port)."""
+"""The shipped Mosquitto configs start, the production ACL (rendered from
+mosquitto/acl.template by deploy/render-acl.sh) lets each service publish only what it owns,
+client ids are bound to accounts so no account can take another's session, and the store's
+own MQTT client logs in and works under it. Runs the real broker binary with the
+repository's files (paths and port swapped for a temporary folder and a free port)."""
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import os
 import re
 import shutil
+import signal
+import sqlite3
+import ssl
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
 import pytest
+import pytest_asyncio
 
 from minerwatch.shared.config import Config, MqttConfig, StoreConfig
 from minerwatch.shared.mqtt.client import Client, MqttError
+from minerwatch.shared.mqtt.packets import Subscription
+from minerwatch.shared.mqtt.protocol import Message
+from minerwatch.shared.schemas import Sample, encode, format_ts
 from minerwatch.store.consumer import store_link, topic_filters
 
-ROOT = Path(__file__).resolve().parents[1]
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-# Mosquitto started as root drops to the `mosquitto` user, who cannot read pytest's tmp dirs.
-RUN_AS = f"\nuser {getpass.getuser()}\n"
-PASSWORDS = {"collector": "c-pw", "store": "s-pw", "alerts": "a-pw", "api": "api-pw",
-             "reader": "r-pw"}
+# The broker helpers live next to this file (tests/ is not a package; pytest imports by path).
+sys.path.insert(0, str(Path(__file__).parent))
+from production_broker import (
+    CONF,
+    MOSQUITTO,
+    PASSWORDS,
+    ROOT,
+    RUN_AS,
+    ProductionBroker,
+    make_tls,
+    production_mosquitto,
+    render_acl,
+)
+from tcp_proxy import TcpProxy
+
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -53,21 +73,17 @@ def start(port_waiter):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def production_broker(tmp_path: Path, port_picker, start) -> Iterator[int]:  # type: ignore[no-untyped-def]
-    port = port_picker()
-    passwd = tmp_path / "passwd"
-    passwd.touch()
-    for user, password in PASSWORDS.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
-    (tmp_path / "data").mkdir()
-    conf = (ROOT / "mosquitto" / "mosquitto.conf").read_text()
-    conf = re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", conf, flags=re.M)
-    conf = conf.replace("/mosquitto/config/passwd", str(passwd))
-    conf = conf.replace("/mosquitto/config/acl", str(ROOT / "mosquitto" / "acl"))
-    conf = conf.replace("/mosquitto/data/", f"{tmp_path / 'data'}/")
-    (tmp_path / "mosquitto.conf").write_text(conf + RUN_AS)
-    start(tmp_path / "mosquitto.conf", port)
-    yield port
+def production(tmp_path: Path, port_picker: Callable[[], int],
+               port_waiter: Callable[..., None]) -> Iterator[ProductionBroker]:
+    """The shipped mosquitto.conf with the ACL rendered for the default base topic."""
+    with production_mosquitto(tmp_path / "broker", port_picker, port_waiter) as broker:
+        yield broker
+
+
+@pytest.fixture
+def production_broker(production: ProductionBroker) -> int:
+    port: int = production.port
+    return port
 
 
 def test_dev_config_starts(tmp_path: Path, port_picker, start) -> None:  # type: ignore[no-untyped-def]
@@ -83,9 +99,12 @@ def test_dev_config_starts(tmp_path: Path, port_picker, start) -> None:  # type:
 
 
 async def delivered(port: int, publisher: str, topic: str) -> bool:
-    """Whether a message ``publisher`` sends on ``topic`` reaches a reader."""
+    """Whether a message ``publisher`` sends on ``topic`` reaches a reader (of another
+    account: two clients of one account are one client id)."""
+    watcher = "admin" if publisher == "reader" else "reader"
     async with (
-        aiomqtt.Client("127.0.0.1", port, username="reader", password="r-pw") as reader,
+        aiomqtt.Client("127.0.0.1", port, username=watcher,
+                       password=PASSWORDS[watcher]) as reader,
         aiomqtt.Client("127.0.0.1", port, username=publisher,
                        password=PASSWORDS[publisher]) as client,
     ):
@@ -112,6 +131,7 @@ async def delivered(port: int, publisher: str, topic: str) -> bool:
         ("alerts", "minerwatch/alerts/m1/overheat", True),
         ("alerts", "minerwatch/mutes/m1", True),  # it clears expired mutes
         ("alerts", "minerwatch/miners/m1/sample", False),
+        ("store", "minerwatch/services/store/status", True),
         ("store", "minerwatch/miners/m1/sample", False),
         ("store", "minerwatch/mutes/m1", False),
         # the api publishes labels and mutes, and forgets a miner by clearing its topics
@@ -120,6 +140,9 @@ async def delivered(port: int, publisher: str, topic: str) -> bool:
         ("api", "minerwatch/alerts/m1/offline", True),
         ("api", "minerwatch/mutes/m1", True),
         ("api", "minerwatch/services/collector/status", False),
+        # a person's `forget` has the api's rights under its own account, not its status
+        ("admin", "minerwatch/miners/m1/info", True),
+        ("admin", "minerwatch/services/api/status", False),
         ("reader", "minerwatch/miners/m1/sample", False),
         ("reader", "minerwatch/mutes/m1", False),
     ],
@@ -153,6 +176,44 @@ async def test_each_service_reads_what_it_follows(
             async for message in follower.messages:
                 assert str(message.topic) == topic
                 break
+
+
+async def may_publish(broker: ProductionBroker, user: str, topic: str) -> bool:
+    """Whether the broker takes ``user``'s QoS 1 publish on ``topic`` (its PUBACK)."""
+    async with Client("127.0.0.1", broker.port, username=user,
+                      password=broker.passwords[user]) as client:
+        try:
+            await client.publish(topic, b"{}", qos=1)
+        except MqttError as exc:
+            assert "not authorized" in str(exc).lower(), exc
+            return False
+    return True
+
+
+async def test_the_acl_is_rendered_for_the_base_topic(
+    tmp_path: Path, port_picker: Callable[[], int], port_waiter: Callable[..., None]
+) -> None:
+    passwords = {**PASSWORDS, "site-a": "site-pw"}
+    with production_mosquitto(tmp_path, port_picker, port_waiter, passwords=passwords,
+                              acl_args=["--base", "farm-2", "--site", "site-a"]) as broker:
+        for user in ("collector", "site-a"):
+            assert await may_publish(broker, user, "farm-2/miners/m1/sample")
+            assert await may_publish(broker, user, "farm-2/services/collector/status")
+            assert not await may_publish(broker, user, "minerwatch/miners/m1/sample")
+            assert not await may_publish(broker, user, "farm-2/alerts/m1/overheat")
+        assert await may_publish(broker, "store", "farm-2/services/store/status")
+        assert not await may_publish(broker, "store", "minerwatch/services/store/status")
+    acl = render_acl("--base", "farm-2", "--site", "site-a")
+    assert "@" not in "".join(line for line in acl.splitlines() if not line.startswith("#"))
+
+
+@pytest.mark.parametrize("args", [["--base", "a/b"], ["--base", "+"], ["--site", "api"],
+                                  ["--site", "s1", "--site", "s1"], ["--site"], ["--what"]])
+def test_render_acl_refuses_what_would_break_the_acl(args: list[str]) -> None:
+    done = subprocess.run(["sh", str(ROOT / "deploy" / "render-acl.sh"), *args],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("render-acl.sh: ") and done.stderr.count("\n") == 1
 
 
 async def test_anonymous_and_wrong_passwords_are_refused(production_broker: int) -> None:
@@ -192,6 +253,275 @@ async def test_the_store_logs_in_reads_and_announces_itself_on_the_production_br
         async with Client("127.0.0.1", production_broker, username="store",
                           password="wrong"):
             pass
+
+
+# --- client ids bound to accounts (use_username_as_clientid) -------------------------
+
+#: The store's client id when none is configured (``store_client_id``, default base).
+STORE_CLIENT_ID = "minerwatch-store"
+SAMPLE_TOPIC = "minerwatch/miners/m1/sample"
+STORE_STATUS = "minerwatch/services/store/status"
+
+
+def unbound(conf: str) -> str:
+    """mosquitto.conf as it was before client ids were bound to accounts (the control)."""
+    assert conf.count("\nuse_username_as_clientid true\n") == 1
+    return conf.replace("\nuse_username_as_clientid true\n", "\n")
+
+
+@dataclass
+class StoreProcess:
+    """``minerwatch-store`` as a process, on the production broker with its account."""
+
+    broker: ProductionBroker
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    #: Where the store connects, when not straight to the broker (a proxy's port).
+    port: int | None = None
+
+    @property
+    def db(self) -> Path:
+        return self.workdir / "history.db"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "store.log"
+
+    def start(self) -> None:
+        config = self.workdir / "minerwatch.toml"
+        config.write_text("[store]\nbatch_interval_s = 0.1\n")
+        env = {**os.environ, "MINERWATCH_CONFIG": str(config),
+               "MINERWATCH_MQTT_URL": self.broker.url("store", port=self.port),
+               "MINERWATCH_DB_URL": f"sqlite:///{self.db}"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([BIN / "minerwatch-store"], env=env, cwd=self.workdir,
+                                         stderr=log)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            assert code == 0, self.log.read_text()
+
+    def stored(self) -> set[int]:
+        """The ``ts_ms`` of m1's stored samples."""
+        if not self.db.exists():
+            return set()
+        with sqlite3.connect(self.db, timeout=5) as conn:
+            return {ts for (ts,) in conn.execute(
+                "SELECT ts_ms FROM samples WHERE miner_id = 'm1'")}
+
+    def connections(self) -> int:
+        """How often the store connected to the broker (its log says each time)."""
+        return self.log.read_text().count("store connected to broker")
+
+
+@pytest_asyncio.fixture
+async def store(tmp_path: Path, port_picker: Callable[[], int],
+                port_waiter: Callable[..., None], request: pytest.FixtureRequest,
+                ) -> AsyncIterator[StoreProcess]:
+    """The store on the production broker; ``indirect`` False: with the control config."""
+    bound = getattr(request, "param", True)
+    conf = CONF.read_text() if bound else unbound(CONF.read_text())
+    with production_mosquitto(tmp_path / "broker", port_picker, port_waiter,
+                              conf_text=conf) as broker:
+        process = StoreProcess(broker, tmp_path)
+        try:
+            yield process
+        finally:
+            process.stop()
+            assert "Traceback" not in process.log.read_text(), process.log.read_text()
+
+
+class Samples:
+    """Valid samples of miner m1, a second apart, published by the collector's account."""
+
+    def __init__(self, port: int) -> None:
+        self.client = Client("127.0.0.1", port, username="collector",
+                             password=PASSWORDS["collector"])
+        self.start = datetime.now(UTC).replace(microsecond=0)
+        self.count = 0
+        self.sent: set[int] = set()
+
+    async def publish(self, count: int, pause_s: float = 0.0) -> None:
+        for _ in range(count):
+            moment = self.start + timedelta(seconds=self.count)
+            self.count += 1
+            sample = Sample(miner_id="m1", ts=format_ts(moment), hashrate_ths=1.0)
+            await self.client.publish(SAMPLE_TOPIC, encode(sample), qos=1, retain=True)
+            self.sent.add(int(moment.timestamp() * 1000))
+            await asyncio.sleep(pause_s)
+
+
+async def until(check: Callable[[], object], timeout: float = 10.0,
+                why: Callable[[], str] = str) -> None:
+    """Wait until ``check()`` is true; AssertionError with ``why()`` after ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"not true within {timeout} s {why()}") from None
+
+
+async def status_of_store(port: int) -> bytes | None:
+    """The store's retained status, read by the reader account."""
+    async with Client("127.0.0.1", port, username="reader", password="r-pw") as client:
+        await client.subscribe([Subscription(STORE_STATUS, qos=1)])
+        try:
+            async with asyncio.timeout(1):
+                async for message in client.messages:
+                    return bytes(message.payload)
+        except TimeoutError:
+            return None
+    return None
+
+
+async def take_over(port: int, client_id: str, listen_s: float = 1.5
+                    ) -> tuple[bool, list[Message]]:
+    """Connect as the reader with ``client_id``, resuming the session of that id as the
+    issue's client did, and acknowledge all it is sent: (session present, messages)."""
+    client = Client("127.0.0.1", port, client_id=client_id, username="reader",
+                    password="r-pw", clean_start=False)
+    got: list[Message] = []
+    async with client:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(listen_s):
+                async for message in client.messages:
+                    got.append(message)
+                    client.ack(message)
+        return client.session_present, got
+
+
+async def warm_up(store: StoreProcess, samples: Samples) -> None:
+    """Start the store and wait until it stores what comes: its subscriptions are in."""
+    store.start()
+    await until(lambda: store.connections() >= 1)
+    async with asyncio.timeout(15):
+        while not store.stored():
+            await samples.publish(1, pause_s=0.2)
+    samples.sent.clear()
+
+
+@pytest.mark.parametrize("store", [True, False], indirect=True, ids=["bound", "control"])
+async def test_no_account_takes_the_queue_of_a_stopped_store(store: StoreProcess) -> None:
+    """The issue: while the store is away, samples queue in its session, and the reader
+    connects with the store's client id (the configured one, or its account name) to
+    resume that session. With client ids bound to accounts the reader only ever gets a
+    session of its own, and the store, back, stores every sample. The control is the
+    shipped config without the binding: the reader takes the queue, and the history
+    never gets it (the issue's 443 samples)."""
+    bound = re.search(r"^use_username_as_clientid true$", store.broker.conf.read_text(),
+                      flags=re.M) is not None
+    port = store.broker.port
+    samples = Samples(port)
+    async with samples.client:
+        await warm_up(store, samples)
+        store.stop()
+        await samples.publish(20)  # queued at the broker, for the store's session alone
+        thefts = {client_id: await take_over(port, client_id)
+                  for client_id in (STORE_CLIENT_ID, "store")}
+        store.start()
+        if bound:
+            assert thefts == {STORE_CLIENT_ID: (False, []), "store": (False, [])}
+            await until(lambda: samples.sent <= store.stored())
+            return
+        present, taken = thefts[STORE_CLIENT_ID]
+        assert present and [m.topic for m in taken] == [SAMPLE_TOPIC] * 20
+        await until(lambda: store.connections() == 2)
+        await asyncio.sleep(1)
+        assert len(samples.sent - store.stored()) >= 19  # all but the retained latest
+
+
+async def test_no_account_takes_the_session_of_a_running_store(store: StoreProcess) -> None:
+    """While the store runs and samples keep coming, the reader connecting with the
+    store's client id neither ends the store's connection nor gets a message of it."""
+    port = store.broker.port
+    samples = Samples(port)
+    async with samples.client:
+        await warm_up(store, samples)
+        publishing = asyncio.create_task(samples.publish(40, pause_s=0.05))
+        thefts = [await take_over(port, client_id, listen_s=0.8)
+                  for client_id in (STORE_CLIENT_ID, "store")]
+        await publishing
+        await until(lambda: samples.sent <= store.stored())
+    assert thefts == [(False, []), (False, [])]
+    assert store.connections() == 1, store.log.read_text()
+    assert await status_of_store(port) == b"online"
+
+
+async def test_two_connections_of_one_account_take_the_id_from_each_other(
+    production_broker: int,
+) -> None:
+    """Why every consumer needs an account of its own: whatever ids they send, two clients
+    of one account are one client id, and the second ends the first's connection."""
+    first = Client("127.0.0.1", production_broker, client_id="home-assistant",
+                   username="reader", password="r-pw")
+    async with first, Client("127.0.0.1", production_broker, client_id="node-red",
+                      username="reader", password="r-pw"):
+        with pytest.raises(MqttError):
+            async with asyncio.timeout(5):
+                async for _ in first.messages:
+                    pass
+
+
+async def test_the_tls_listener_binds_client_ids_and_refuses_anonymous_clients_too(
+    tmp_path: Path, port_picker: Callable[[], int], port_waiter: Callable[..., None]
+) -> None:
+    """mosquitto.conf's TLS lines switched on: the binding is a listener setting, so it
+    must hold there too. A reader over TLS ends the plain reader's connection (one id),
+    while a store connection is left alone; anonymous clients are refused."""
+    tls = make_tls(tmp_path / "certs", port_picker())
+    context = ssl.create_default_context()
+    tls.ca.configure_trust(context)
+    with production_mosquitto(tmp_path / "broker", port_picker, port_waiter,
+                              tls=tls) as broker:
+        assert broker.tls_port is not None
+        with pytest.raises(MqttError, match="refused"):
+            async with Client("127.0.0.1", broker.tls_port, tls_context=context):
+                pass
+        plain = Client("127.0.0.1", broker.port, client_id="x", username="reader",
+                       password="r-pw")
+        store = Client("127.0.0.1", broker.port, client_id="y", username="store",
+                       password="s-pw")
+        async with plain, store, Client("127.0.0.1", broker.tls_port, client_id="y",
+                          username="reader", password="r-pw", tls_context=context):
+            with pytest.raises(MqttError):
+                async with asyncio.timeout(5):
+                    async for _ in plain.messages:
+                        pass
+            await store.publish(STORE_STATUS, b"online", qos=1)  # still connected
+
+
+async def test_a_store_whose_connection_drops_loses_nothing(store: StoreProcess) -> None:
+    """The store's connection ends without a word from the broker (a network cut; and on
+    Mosquitto before 2.0.15, a takeover) while the broker stays up: what was published
+    meanwhile waits in its session and is stored once it is back. Nothing else may
+    connect as `store` in between: a connection of that account, whatever its client
+    id, is the store's session's client id."""
+    proxy = TcpProxy(store.broker.port)
+    await proxy.start()
+    store.port = proxy.port
+    samples = Samples(store.broker.port)
+    try:
+        async with samples.client:
+            await warm_up(store, samples)
+            before = set(store.stored())
+            await proxy.cut(refuse=False)
+            await samples.publish(60, pause_s=0.05)
+            await until(lambda: store.connections() == 2)
+            await samples.publish(5)
+            await until(lambda: samples.sent <= store.stored(), timeout=20, why=lambda: (
+                f"{len(samples.sent - store.stored())} of {len(samples.sent)} samples "
+                f"never stored:\n{store.log.read_text()}"))
+        assert before <= store.stored()
+    finally:
+        await proxy.close()
 
 
 # --- the demo broker's state (deploy/local-stack.sh broker-conf) ---------------------

@@ -231,9 +231,13 @@ class MqttLink:
     async def _silently_taken_over(self, error: MqttError, connected_at: float) -> bool:
         """For a fixed client id: whether a connection the broker closed without a reason
         was a takeover, the broker having been up for longer than the connection lasted
-        (so it did not restart). False when the broker's uptime cannot be read."""
-        if self.client_id is None or not closed_without_reason(
-                error, self.address.host, self.address.port):
+        (so it did not restart). False when the broker's uptime cannot be read.
+
+        Never with an account: a broker that binds client ids to accounts (the production
+        mosquitto.conf, ``use_username_as_clientid``) would give the probe this link's
+        client id, and its clean start would discard the session it is meant to keep."""
+        if self.client_id is None or self.address.username is not None or not (
+                closed_without_reason(error, self.address.host, self.address.port)):
             return False
         lasted = time.monotonic() - connected_at
         uptime = await self._broker_uptime()
