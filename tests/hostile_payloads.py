@@ -27,9 +27,10 @@ import msgspec
 from minerwatch.shared.schemas import Sample, encode, format_ts, parse_ts
 
 T = TypeVar("T")
-Kind = Literal["sample", "status", "info", "label", "alert", "mute", "service", "junk"]
+Kind = Literal["sample", "status", "info", "label", "alert", "mute", "service", "stats",
+               "junk"]
 KINDS: tuple[Kind, ...] = ("sample", "status", "info", "label", "alert", "mute", "service",
-                           "junk")
+                           "stats", "junk")
 
 VALID_MINERS = ("v0", "v1", "v2", "v3", "v4")
 VALID_PER_MINER = 1000
@@ -164,6 +165,10 @@ def alert_dict(miner_id: str, rule: str, **changes: object) -> dict[str, object]
                                 "message": "hot", "ts": "2026-01-01T00:00:00.000Z"}
     alert.update(changes)
     return alert
+
+
+def stats_dict(service: str, ts: str, *metrics: dict[str, object]) -> dict[str, object]:
+    return {"service": service, "ts": ts, "metrics": list(metrics)}
 
 
 def surrogate_100_bytes(miner_id: str, ts: str) -> bytes:
@@ -348,6 +353,24 @@ def named_cases() -> list[Case]:
         ("service-newline", ("service",), lambda mid, ts: b"offline\n"),
         ("service-json", ("service",), lambda mid, ts: b'{"state": "online"}'),
         ("service-100k", ("service",), lambda mid, ts: b"o" * 100_000),
+        # a service's stats (what the api exposes at GET /metrics)
+        ("stats-unknown-metric", ("stats",), lambda mid, ts: dumps(stats_dict(
+            mid, ts, {"name": "minerwatch_evil_total", "value": 1}))),
+        ("stats-300-metrics", ("stats",), lambda mid, ts: dumps(stats_dict(
+            mid, ts, *[{"name": "minerwatch_collector_miners", "value": 1}] * 300))),
+        ("stats-label-1k", ("stats",), lambda mid, ts: dumps(stats_dict(
+            mid, ts, {"name": "minerwatch_collector_poll_failures_total", "value": 1,
+                      "labels": {"reason": "r" * 1000}}))),
+        ("stats-labels-100", ("stats",), lambda mid, ts: dumps(stats_dict(
+            mid, ts, {"name": "minerwatch_collector_polls_total", "value": 1,
+                      "labels": {f"l{n}": "v" for n in range(100)}}))),
+        ("stats-value-nan", ("stats",), lambda mid, ts: dumps(stats_dict(
+            mid, ts, {"name": "minerwatch_collector_miners", "value": float("nan")}))),
+        ("stats-value-text", ("stats",), lambda mid, ts: dumps(stats_dict(
+            mid, ts, {"name": "minerwatch_collector_miners", "value": "many"}))),
+        ("stats-other-service", ("stats",), lambda mid, ts: dumps(stats_dict("store", ts))),
+        ("stats-metrics-object", ("stats",),
+         lambda mid, ts: dumps({"service": mid, "ts": ts, "metrics": {"a": 1}})),
     ]
     for schema in (0, 2, -1, "1", 1.5, 2**64, None, True):
         cases.append(_sample_case(f"schema-{schema!r}", schema=schema))
@@ -494,6 +517,7 @@ _RULES = ("overheat", "vr_overheat", "r1", "ünï", "x" * 129)
 #: Not the services' own names: their status topics must say only what the services said
 #: (a test reads them to tell a death seen from one unseen).
 _SERVICES = ("s1", "store2", "api-x", "ünï", "x" * 129)
+_STATS_SERVICES = (*_SERVICES, "collector", "store", "alerts")
 
 
 @dataclass
@@ -527,6 +551,9 @@ class TopicMaker:
         if kind == "service":
             name = pick(rng, _SERVICES)
             return f"{base}/services/{name}/status", name
+        if kind == "stats":  # the real services too: no status of theirs is touched
+            name = pick(rng, _STATS_SERVICES)
+            return f"{base}/services/{name}/stats", name
         return self.junk(), "junk"
 
     def junk(self) -> str:
@@ -554,9 +581,9 @@ class TopicMaker:
 
 
 #: A kind for a random payload, by weight: samples 35, status, info and alerts 10 each,
-#: labels, mutes and service status 5 each, junk topics 20.
+#: labels, mutes, service status and stats 5 each, junk topics 20.
 _KIND_TABLE: tuple[Kind, ...] = tuple(
-    kind for kind, weight in zip(KINDS, (35, 10, 10, 5, 10, 5, 5, 20), strict=True)
+    kind for kind, weight in zip(KINDS, (35, 10, 10, 5, 10, 5, 5, 5, 20), strict=True)
     for _ in range(weight))
 
 

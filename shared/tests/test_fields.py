@@ -39,7 +39,8 @@ def test_derived_groups() -> None:
     assert set(fields.NUMERIC_FIELDS) >= {"temp_c", "uptime_s", "shares_rejected"}
     assert "fan_rpm" not in fields.NUMERIC_FIELDS and "pool_url" not in fields.NUMERIC_FIELDS
     names = [f.prometheus for f in fields.SAMPLE_FIELDS if f.prometheus]
-    assert len(names) == len(set(names))
+    series = [(f.prometheus, f.prometheus_labels) for f in fields.SAMPLE_FIELDS if f.prometheus]
+    assert len(series) == len(set(series))  # fields sharing a name differ in their labels
     assert all(name.startswith("minerwatch_") for name in names)
     counters = [f for f in fields.SAMPLE_FIELDS if f.kind == "counter"]
     assert all(f.prometheus and f.prometheus.endswith("_total") for f in counters)

@@ -64,12 +64,14 @@ def test_the_registry_names_every_topic_once() -> None:
     from minerwatch.shared.topics import SAMPLE, TOPICS
 
     assert [spec.name for spec in TOPICS] == ["sample", "status", "info", "label", "alert",
-                                             "mute", "service"]
+                                             "mute", "service", "stats"]
     assert [spec.filter("mw") for spec in TOPICS] == [
         "mw/miners/+/sample", "mw/miners/+/status", "mw/miners/+/info", "mw/miners/+/label",
-        "mw/alerts/+/+", "mw/mutes/+", "mw/services/+/status"]
+        "mw/alerts/+/+", "mw/mutes/+", "mw/services/+/status", "mw/services/+/stats"]
     assert SAMPLE.topic("mw", miner_id="s19") == "mw/miners/s19/sample"
-    assert all(spec.qos == 1 and spec.retained for spec in TOPICS)
+    # Every state is retained at QoS 1; the periodic stats are neither (the next replaces one).
+    assert all(spec.qos == 1 and spec.retained for spec in TOPICS if spec.name != "stats")
+    assert [(spec.qos, spec.retained) for spec in TOPICS if spec.name == "stats"] == [(0, False)]
 
 
 def test_filter_matching_follows_mqtt() -> None:

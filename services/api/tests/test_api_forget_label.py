@@ -12,6 +12,7 @@ from typing import Any
 import aiomqtt
 import httpx
 
+from minerwatch.shared.homeassistant import discovery_topics
 from minerwatch.shared.schemas import (
     AlertEvent,
     MinerInfo,
@@ -84,6 +85,8 @@ async def test_forget_clears_retained_topics_and_hides_the_miner_keeping_its_his
     base = base_topic
     await seed_gone(db_url, seed, make_sample)
     published = await publish_gone(publish, base)
+    configs = discovery_topics("homeassistant", base, "gone")  # Home Assistant's, by default
+    await publish(configs[0], b'{"name": "Hashrate"}', retain=True)
     async with start_api() as api, httpx.AsyncClient(base_url=api.url) as http:
         await eventually_listed(http, ["gone", "kept"])
         while f"{base}/alerts/gone/temp_high" not in api.relay.retained:
@@ -93,7 +96,8 @@ async def test_forget_clears_retained_topics_and_hides_the_miner_keeping_its_his
         body = response.json()
         assert body["miner_id"] == "gone" and body["purged"] is False
         assert sorted(body["cleared"]) == sorted(
-            [*published, f"{base}/miners/gone/label"])
+            [*published, f"{base}/miners/gone/label", *configs])
+        assert await broker_retained(f"homeassistant/+/{base}/#") == {}
         # Gone from the fleet at once, and from the broker; its history stays.
         assert await listed(http) == ["kept"]
         assert await broker_retained(f"{base}/miners/gone/#") == {}

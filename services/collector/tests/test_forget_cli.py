@@ -11,6 +11,8 @@ from typing import Any
 
 import aiomqtt
 
+from minerwatch.shared.homeassistant import discovery_topics
+
 COLLECTOR = str(Path(sys.executable).parent / "minerwatch-collector")
 
 
@@ -55,6 +57,7 @@ async def test_forget_clears_every_retained_topic_of_the_miner(
     lines = out.splitlines()
     every_kind = {f"{base_topic}/miners/rig-1/{kind}"
                   for kind in ("sample", "status", "info", "label")}
+    every_kind |= set(discovery_topics("homeassistant", base_topic, "rig-1"))
     assert set(lines) == every_kind | set(present) and len(lines) == len(set(lines))
     assert lines[-1] == f"{base_topic}/miners/rig-1/info"
     assert set(await retained(broker, f"{base_topic}/#")) == {keep}  # only the other miner

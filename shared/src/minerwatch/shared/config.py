@@ -438,6 +438,23 @@ class AlertsConfig(_Section):
                 for item in self.notify]
 
 
+class MetricsConfig(_Section):
+    """``[metrics]``: how often the collector, store and alerts publish their own health
+    on ``{base}/services/{service}/stats`` (what the api's ``GET /metrics`` shows)."""
+
+    stats_interval_s: Positive = 10.0
+
+
+class HomeAssistantConfig(_Section):
+    """``[homeassistant]``: MQTT discovery. The collector publishes (retained) a Home
+    Assistant config per miner entity under ``{prefix}/<component>/{base_topic}/...``, so
+    the miners appear in Home Assistant with no YAML (see ``homeassistant``)."""
+
+    discovery: bool = True
+    #: Home Assistant's discovery prefix (its MQTT integration's setting).
+    prefix: TopicLevel = "homeassistant"
+
+
 class Config(_Section):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -445,6 +462,8 @@ class Config(_Section):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
 
 class Endpoint(msgspec.Struct, frozen=True):
@@ -543,6 +562,9 @@ _ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     # Replicas of one store image each need their own session id, and share a group.
     "MINERWATCH_STORE_CLIENT_ID": (("store", "client_id"), str),
     "MINERWATCH_STORE_GROUP": (("store", "group"), str),
+    # true or false (1 or 0).
+    "MINERWATCH_HA_DISCOVERY": (("homeassistant", "discovery"), str),
+    "MINERWATCH_HA_PREFIX": (("homeassistant", "prefix"), str),
 }
 
 

@@ -52,6 +52,11 @@ class FieldDescription:
     #: this field's unit to it; None: not exported as a metric.
     prometheus: str | None = None
     prometheus_scale: float = 1.0
+    #: Labels of this field's series besides ``miner``: fields that share a metric name
+    #: tell their series apart by them (``sensor="vr"``).
+    prometheus_labels: tuple[tuple[str, str], ...] = ()
+    #: For a list: the label holding each item's position (one series per item).
+    prometheus_item: str | None = None
 
     @property
     def numeric(self) -> bool:
@@ -87,23 +92,25 @@ SAMPLE_FIELDS: tuple[FieldDescription, ...] = (
     FieldDescription(
         "temp_c", "float", "gauge", "mean", "hottest chip or board temperature",
         unit="°C", minimum=-40.0, maximum=200.0, ha_device_class="temperature",
-        ha_state_class="measurement", prometheus="minerwatch_temperature_celsius"),
+        ha_state_class="measurement", prometheus="minerwatch_temperature_celsius",
+        prometheus_labels=(("sensor", "chip"),)),
     FieldDescription(
         "vr_temp_c", "float", "gauge", "mean", "voltage regulator temperature",
         unit="°C", minimum=-40.0, maximum=200.0, ha_device_class="temperature",
-        ha_state_class="measurement", prometheus="minerwatch_vr_temperature_celsius"),
+        ha_state_class="measurement", prometheus="minerwatch_temperature_celsius",
+        prometheus_labels=(("sensor", "vr"),)),
     FieldDescription(
         "fan_rpm", "list[int]", "gauge", "last", "speed of each fan",
         unit="rpm", minimum=0, maximum=100_000, ha_state_class="measurement",
-        prometheus="minerwatch_fan_speed_rpm"),
+        prometheus="minerwatch_fan_rpm", prometheus_item="fan"),
     FieldDescription(
         "shares_accepted", "int", "counter", "last", "shares the pool accepted since start",
         minimum=0, maximum=INT64_MAX, ha_state_class="total_increasing",
-        prometheus="minerwatch_shares_accepted_total"),
+        prometheus="minerwatch_shares_total", prometheus_labels=(("result", "accepted"),)),
     FieldDescription(
         "shares_rejected", "int", "counter", "last", "shares the pool rejected since start",
         minimum=0, maximum=INT64_MAX, ha_state_class="total_increasing",
-        prometheus="minerwatch_shares_rejected_total"),
+        prometheus="minerwatch_shares_total", prometheus_labels=(("result", "rejected"),)),
     FieldDescription(
         "best_diff", "float", "gauge", "last", "best share difficulty found",
         minimum=0.0, maximum=1e30, ha_state_class="measurement",

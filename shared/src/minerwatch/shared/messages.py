@@ -6,7 +6,8 @@ decoder, numbers no sensor produces, wrong types, a wrong ``schema``, a payload 
 another miner than its topic) comes back as ``Rejected`` with a reason fit for one log
 line. What it accepts is a ``Received``: the topic's registry entry, its parameters and
 the payload as its schema-1 Struct, with impossible readings set to ``null`` by the rule
-in ``fields`` (``sanitize``).
+in ``fields`` (``sanitize``), and of a ``ServiceStats`` only the metrics the registry
+in ``metrics`` admits for its service.
 
 An empty payload is the deletion of a retained message: ``Received`` with ``message`` None.
 """
@@ -20,7 +21,7 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
-from minerwatch.shared import fields, topics
+from minerwatch.shared import fields, metrics, topics
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.schemas import (
     SCHEMA_VERSION,
@@ -30,13 +31,15 @@ from minerwatch.shared.schemas import (
     MinerStatus,
     Mute,
     Sample,
+    ServiceStats,
 )
 
 #: A service's state on ``{base}/services/{service}/status`` (plain text, not JSON).
 ServiceState: TypeAlias = Literal["online", "offline"]
 SERVICE_STATES: tuple[ServiceState, ...] = ("online", "offline")
 
-Payload: TypeAlias = Sample | MinerStatus | MinerInfo | MinerLabel | AlertEvent | Mute | str
+Payload: TypeAlias = (Sample | MinerStatus | MinerInfo | MinerLabel | AlertEvent | Mute
+                      | ServiceStats | str)
 
 #: Brackets deeper than this are refused before any decoder sees them. Our payloads
 #: nest two levels; a recursive decoder would fail somewhere near a thousand.
@@ -48,6 +51,7 @@ MAX_PAYLOAD = 64 * 1024
 PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {
     "Sample": Sample, "MinerStatus": MinerStatus, "MinerInfo": MinerInfo,
     "MinerLabel": MinerLabel, "AlertEvent": AlertEvent, "Mute": Mute,
+    "ServiceStats": ServiceStats,
 }
 _DECODERS = {name: msgspec.json.Decoder(kind) for name, kind in PAYLOAD_TYPES.items()}
 
@@ -196,6 +200,12 @@ def _checked(message: Any, miner_id: str | None, name: str | None) -> Payload:
         _check_ts("since", message.since)
         message.threshold = _finite("threshold", message.threshold, required=True) or 0.0
         message.value = _finite("value", message.value, required=False)
+        return message
+    if isinstance(message, ServiceStats):
+        _same("service", message.service, name)
+        _check_ts("ts", message.ts)
+        # Only what the registry gives this service, so a publisher bounds nothing itself.
+        message.metrics = metrics.admitted(message.service, message.metrics)
         return message
     raise _Refused(f"unexpected payload type {type(message).__name__}")
 

@@ -156,6 +156,36 @@ class AlertEvent(msgspec.Struct, kw_only=True):
     muted: bool = False
 
 
+#: A Prometheus metric or label name; a label value (bounded: hostile input stays small).
+MetricName = Annotated[str, msgspec.Meta(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=128)]
+LabelName = Annotated[str, msgspec.Meta(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=64)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=128)]
+#: A service's name as its topic level has it (``topics.SERVICE``).
+ServiceName = Annotated[str, msgspec.Meta(pattern=r"^[^/#+\x00-\x1f]{1,128}$")]
+#: The most metrics one ServiceStats may carry (each service publishes a few dozen at most).
+MAX_SERVICE_METRICS = 256
+
+
+class ServiceMetric(msgspec.Struct, kw_only=True):
+    """One value of a service's own health (``shared.metrics`` names them). A summary
+    carries the sum of its observations in ``value`` and how many there were in ``count``."""
+
+    name: MetricName
+    value: float
+    labels: Annotated[dict[LabelName, LabelValue], msgspec.Meta(max_length=8)] = (
+        msgspec.field(default_factory=dict))
+    count: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class ServiceStats(msgspec.Struct, kw_only=True):
+    """A service's own health, on ``{base}/services/{service}/stats`` every
+    ``metrics.stats_interval_s`` (QoS 0, not retained); counters count since it started."""
+
+    service: ServiceName
+    ts: Timestamp
+    metrics: Annotated[list[ServiceMetric], msgspec.Meta(max_length=MAX_SERVICE_METRICS)]
+
+
 def efficiency(power_w: float | None, hashrate_ths: float | None) -> float | None:
     """J/TH, or None when either side is missing or the hashrate is zero."""
     if power_w is None or not hashrate_ths:

@@ -20,12 +20,12 @@ _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 #: A rule or service name: one topic level of printable text without wildcards.
 _NAME_RE = re.compile(r"^[^/#+\x00-\x1f]{1,128}$")
 
-TopicName = Literal["sample", "status", "info", "label", "alert", "mute", "service"]
+TopicName = Literal["sample", "status", "info", "label", "alert", "mute", "service", "stats"]
 MinerTopicKind = Literal["sample", "status", "info", "label"]
 MINER_TOPIC_KINDS: tuple[MinerTopicKind, ...] = ("sample", "status", "info", "label")
 #: The payload a TopicSpec carries, by name; ``messages`` maps these to types.
 PayloadName = Literal["Sample", "MinerStatus", "MinerInfo", "MinerLabel", "AlertEvent",
-                      "Mute", "ServiceState"]
+                      "Mute", "ServiceState", "ServiceStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +104,13 @@ MUTE = TopicSpec(
 SERVICE = TopicSpec(
     "service", "{base}/services/{service}/status", "ServiceState", "every service",
     "online, or offline (also the service's Last Will)")
+STATS = TopicSpec(
+    "stats", "{base}/services/{service}/stats", "ServiceStats", "collector, store, alerts",
+    "the service's own health (shared.metrics), every metrics.stats_interval_s",
+    retained=False, qos=0)
 
 #: The registry: every topic minerwatch publishes.
-TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL, ALERT, MUTE, SERVICE)
+TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL, ALERT, MUTE, SERVICE, STATS)
 #: The retained topics of one miner (what forgetting it clears, besides its alerts).
 MINER_TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL)
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

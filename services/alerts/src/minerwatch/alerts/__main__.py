@@ -32,6 +32,9 @@ Every session starts by republishing, retained, the event of each alert that is 
 (fired here or recovered at start) and the latest one-off event of each miner, so a broker
 that lost its retained messages is whole again after one reconnect. Republishing notifies
 no one: only new events are notified.
+
+The service's own health (samples judged, alerts firing) goes out beside the session on
+``{base}/services/alerts/stats`` (``shared.stats``).
 """
 
 from __future__ import annotations
@@ -50,12 +53,22 @@ from minerwatch.alerts.rules import ts_seconds
 from minerwatch.shared.config import Config
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Rejected, decode_message
+from minerwatch.shared.metrics import stat
 from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.mqtt.packets import Message, Subscription
 from minerwatch.shared.mqtt.protocol import Delivery, MqttClient
 from minerwatch.shared.rejects import RejectLog
-from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Mute, Sample, encode
+from minerwatch.shared.schemas import (
+    AlertEvent,
+    MinerInfo,
+    MinerStatus,
+    Mute,
+    Sample,
+    ServiceMetric,
+    encode,
+)
 from minerwatch.shared.service import run_service
+from minerwatch.shared.stats import StatsPublisher
 from minerwatch.shared.topics import (
     ALERT,
     INFO,
@@ -107,6 +120,10 @@ class AlertService:
         self.sessions = 0
         #: Rows the baselines were seeded from (-1: the database did not open), once done.
         self.seeded: int | None = None
+        #: Samples the rules judged (since start), and the service's stats topic.
+        self.evaluations = 0
+        self.stats = StatsPublisher(self.base, SERVICE, config.metrics.stats_interval_s,
+                                    self.own_stats)
         # The latest event of each alert topic whose alert is firing, and the latest one-off
         # event of each: republished, retained, at every session start.
         self._firing: dict[str, AlertEvent] = {}
@@ -119,7 +136,7 @@ class AlertService:
     async def run(self) -> None:
         seeding = asyncio.create_task(self.seed())
         try:
-            await self.link.run(self.session)
+            await self.link.run(self.stats.around(self.session))
         finally:
             seeding.cancel()
             await asyncio.gather(seeding, return_exceptions=True)
@@ -163,6 +180,11 @@ class AlertService:
             # ticker's, which fails the same way) is what ends the session.
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
+
+    def own_stats(self) -> list[ServiceMetric]:
+        """What the service publishes on its stats topic (``shared.metrics``)."""
+        return [stat("minerwatch_alerts_evaluations_total", self.evaluations),
+                stat("minerwatch_alerts_firing", len(self._firing))]
 
     def republished(self) -> list[AlertEvent]:
         """What a new session publishes first: every firing alert's event, the latest
@@ -277,6 +299,7 @@ class AlertService:
                                                f"{ahead:.0f} s in the future")
                 return []
             events = self.evaluator.on_sample(sample)
+            self.evaluations += 1
         except (ValueError, OverflowError) as exc:
             self.rejects.note(SAMPLE.name, f"{topic[:200]}: bad ts {sample.ts!r}: "
                                            f"{one_line(exc)}")

@@ -34,6 +34,7 @@ from minerwatch.api.routes.config import client_config
 from minerwatch.api.routes.events import events_index
 from minerwatch.api.routes.fleet_samples import energy_handler, fleet_samples_handler
 from minerwatch.api.routes.health import healthz
+from minerwatch.api.routes.metrics import metrics_handler
 from minerwatch.api.routes.miners import miner_history, miners_index
 from minerwatch.api.routes.pages import DASHBOARD_DIR, miner_page
 from minerwatch.api.routes.ws import live
@@ -168,6 +169,7 @@ def create_app(
             mutes_index,
             unmute_handler,
             healthz,
+            metrics_handler,
             client_config,
             live,
             miner_page,

@@ -1,7 +1,8 @@
 """Forgetting a miner: which retained topics to clear, and what happens to its rows.
 
-Forgetting clears (empty retained payload) the miner's ``topics.MINER_TOPICS`` and its
-retained alert topics, and marks it in the database (``miners.forgotten_ms``): its history
+Forgetting clears (empty retained payload) the miner's ``topics.MINER_TOPICS``, its Home
+Assistant discovery configs (``homeassistant.discovery_topics``) and its retained alert
+topics, and marks it in the database (``miners.forgotten_ms``): its history
 stays, and the fleet leaves it out until something newer comes (``presence.forgotten``).
 Purging deletes its rows from every table instead (and marks its buckets for the store
 to recompute the fleet rollups without it).
@@ -26,6 +27,7 @@ from minerwatch.shared.db import (
     samples,
     status_events,
 )
+from minerwatch.shared.homeassistant import discovery_topics
 from minerwatch.shared.topics import MINER_TOPICS
 
 #: Every table holding rows of a miner, the ``miners`` row last.
@@ -33,9 +35,12 @@ MINER_TABLES: tuple[Table, ...] = (samples, rollups_1m, rollups_1h, status_event
                                    alert_events, miners)
 
 
-def miner_topics(base: str, miner_id: str) -> list[str]:
-    """The retained topics of one miner, besides its alerts."""
-    return [spec.topic(base, miner_id=miner_id) for spec in MINER_TOPICS]
+def miner_topics(base: str, miner_id: str, discovery_prefix: str | None = None) -> list[str]:
+    """The retained topics of one miner, besides its alerts: with a discovery prefix, its
+    Home Assistant configs first (whether discovery is on now or was once)."""
+    configs = [] if discovery_prefix is None else discovery_topics(
+        discovery_prefix, base, miner_id)
+    return [*configs, *(spec.topic(base, miner_id=miner_id) for spec in MINER_TOPICS)]
 
 
 async def mark_forgotten(conn: AsyncConnection, miner_id: str, now_ms: int) -> None:

@@ -19,7 +19,9 @@ refusing newcomers, rather than evicting, keeps the state of the miners already 
 Service liveness: the relay follows ``{base}/services/+/status`` of the four services
 (``SERVICES``) and remembers each one's state and since when the api saw it change
 (``services``). While its own broker link is down it cannot know: every service is then
-``unknown`` (the api itself ``offline``) since the link went down.
+``unknown`` (the api itself ``offline``) since the link went down. It keeps the latest stats
+of each on ``{base}/services/+/stats`` too (``stats``; not retained, so never replayed),
+for ``GET /metrics``.
 
 Publishing: ``publish`` sends one retained QoS 1 message on the relay's session and waits
 for the broker's PUBACK (at most ``PUBLISH_TIMEOUT_S``); a broker that is not there is
@@ -64,7 +66,15 @@ from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Payload, Rejected, decode_message
 from minerwatch.shared.mqtt import BrokerLimitError, MqttClient, MqttError, MqttLink
 from minerwatch.shared.rejects import RejectLog
-from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Mute, Sample, now_ts
+from minerwatch.shared.schemas import (
+    AlertEvent,
+    MinerInfo,
+    MinerStatus,
+    Mute,
+    Sample,
+    ServiceStats,
+    now_ts,
+)
 from minerwatch.shared.topics import ALERT, FilterError, filter_matches, match_topic
 from minerwatch.shared.topics import check_filter as check_mqtt_filter
 
@@ -276,6 +286,10 @@ class Relay:
         self._client: MqttClient | None = None
         #: service -> its last state seen on MQTT, and since when (see ``service``)
         self._services: dict[str, ServiceSeen] = {}
+        #: service -> its latest stats and when they came (monotonic), see ``stats``
+        self._stats: dict[str, tuple[float, ServiceStats]] = {}
+        #: Frames dropped for WebSocket clients that have left (see ``dropped_frames``).
+        self._dropped_by_gone = 0
         #: When the broker link last went down (None: never up yet, or up now).
         self._down_since: str | None = now_ts()
 
@@ -365,6 +379,8 @@ class Relay:
             self._remember(topic, None if message is None else frame)
         if kind == "service" and name in SERVICES:
             self._see_service(name, message if isinstance(message, str) else None)
+        elif kind == "stats" and name in SERVICES and isinstance(message, ServiceStats):
+            self._stats[name] = (time.monotonic(), message)
         return frame
 
     # --- service liveness ---------------------------------------------------------------
@@ -382,6 +398,15 @@ class Relay:
         if not self.connected:
             return ServiceSeen("offline" if name == "api" else "unknown", self._down_since)
         return self._services.get(name, ServiceSeen("unknown", None))
+
+    def stats(self, name: str) -> tuple[float, ServiceStats] | None:
+        """A service's latest stats and when they came (``time.monotonic``), if any came."""
+        return self._stats.get(name)
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames dropped for slow WebSocket clients since start, gone ones included."""
+        return self._dropped_by_gone + sum(s.dropped for s in list(self.subscribers))
 
     # --- reading the cached state -------------------------------------------------------
 
@@ -480,7 +505,9 @@ class Relay:
         return subscriber
 
     def detach(self, subscriber: Subscriber) -> None:
-        self.subscribers.discard(subscriber)
+        if subscriber in self.subscribers:
+            self.subscribers.discard(subscriber)
+            self._dropped_by_gone += subscriber.dropped
         if subscriber.dropped:
             log.info("WebSocket client left after %d dropped messages", subscriber.dropped)
 

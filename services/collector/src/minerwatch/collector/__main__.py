@@ -197,7 +197,8 @@ def run_forget(miner_id: str) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         config = load_config()
-        cleared = asyncio.run(forget(config.mqtt, miner_id))
+        cleared = asyncio.run(forget(config.mqtt, miner_id,
+                                     discovery_prefix=config.homeassistant.prefix))
     except (ConfigError, ValueError, MqttError, OSError) as exc:
         print(f"{PROGRAM}: forget {miner_id[:80]}: {one_line(exc)}", file=sys.stderr)
         return 1

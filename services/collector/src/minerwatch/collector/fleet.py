@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -44,6 +45,7 @@ from minerwatch.collector.health import MinerHealth
 from minerwatch.collector.identity import Address, Identities, address_of, miner_id_for
 from minerwatch.collector.labels import Labels
 from minerwatch.collector.outbox import Outbox, Outgoing, outbox_size
+from minerwatch.collector.stats import failure_reason
 from minerwatch.shared.config import CollectorConfig, endpoint
 from minerwatch.shared.schemas import MinerInfo, MinerStatus, format_ts, now_ts, parse_ts
 from minerwatch.shared.topics import is_miner_id, slugify
@@ -110,6 +112,8 @@ class FleetRegistry:
         self._by_id: dict[str, list[MinerSlot]] | None = None
         #: Told of each slot added while running (the scheduler's hook).
         self.on_added: Callable[[MinerSlot], None] | None = None
+        #: Failed polls by what happened (``stats.failure_reason``), since start.
+        self.failures: Counter[str] = Counter()
         self._by_address: dict[Address, MinerSlot] = {}
         for miner in config.miners:
             where = endpoint(miner.url)
@@ -286,6 +290,7 @@ class FleetRegistry:
         """A failed poll at ``ts``."""
         if slot.retired:  # removed while this poll ran
             return
+        self.failures[failure_reason(reason)] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: poll failed: %s", slot.where, reason)
         status = slot.health.failed(ts, reason)

@@ -10,7 +10,10 @@ never come back to it), to:
 - ``{base}/miners/+/info``, live messages only (``retain_handling`` 2: the fleet's
   retained infos are not sent again at each connect): an empty payload is a miner
   forgotten by the api or ``minerwatch-collector forget``
-  (``FleetRegistry.forgotten``). Other infos mean nothing here.
+  (``FleetRegistry.forgotten``; its Home Assistant configs are cleared too). Other infos
+  mean nothing here;
+- ``{prefix}/status``, Home Assistant's birth message, when discovery is on
+  (``homeassistant``, whose publishing runs beside this for the session).
 
 Each message is acknowledged once handled. Bad input (a payload that does not decode, a
 topic that is not ours) is counted and logged through ``RejectLog``, never raised.
@@ -18,9 +21,12 @@ topic that is not ours) is counted and logged through ``RejectLog``, never raise
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from minerwatch.collector.fleet import FleetRegistry
+from minerwatch.collector.homeassistant import HomeAssistantDiscovery
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Rejected, decode_message
 from minerwatch.shared.mqtt import Message, MqttClient, Subscription
@@ -37,9 +43,11 @@ UNHANDLED = "unhandled"
 class Listener:
     """Routes the messages of the collector's subscriptions to the fleet."""
 
-    def __init__(self, base_topic: str, fleet: FleetRegistry) -> None:
+    def __init__(self, base_topic: str, fleet: FleetRegistry,
+                 homeassistant: HomeAssistantDiscovery | None = None) -> None:
         self.base = base_topic
         self.fleet = fleet
+        self.homeassistant = homeassistant
         self.rejects = RejectLog(log)
         self.handled = 0
 
@@ -47,14 +55,23 @@ class Listener:
         return [
             Subscription(LABEL.filter(self.base), qos=1, no_local=True),
             Subscription(INFO.filter(self.base), qos=1, no_local=True, retain_handling=2),
+            *(self.homeassistant.subscriptions() if self.homeassistant else ()),
         ]
 
     async def listen(self, client: MqttClient) -> None:
         """Subscribe and handle every message until the connection ends (MqttError)."""
         await client.subscribe(self.subscriptions())
-        async for message in client.messages:
-            self.consume(message)
-            client.ack(message)
+        discovery = (None if self.homeassistant is None
+                     else asyncio.ensure_future(self.homeassistant.run(client)))
+        try:
+            async for message in client.messages:
+                self.consume(message)
+                client.ack(message)
+        finally:
+            if discovery is not None:
+                discovery.cancel()
+                with contextlib.suppress(BaseException):
+                    await discovery
 
     def consume(self, message: Message) -> None:
         """``handle``, behind a guard: a bug costs one message, never the session."""
@@ -67,6 +84,9 @@ class Listener:
 
     def handle(self, topic: str, payload: bytes) -> None:
         self.handled += 1
+        if self.homeassistant is not None and topic == self.homeassistant.status_topic:
+            self.homeassistant.heard(payload)
+            return
         if payload and topic.endswith("/info"):
             return  # another's info (a second collector?): nothing to do, not decoded
         decoded = decode_message(self.base, topic, payload)
@@ -86,3 +106,5 @@ class Listener:
                                               "are kept already; this new one is ignored")
         elif decoded.spec is INFO and decoded.message is None:
             self.fleet.forgotten(miner_id)
+            if self.homeassistant is not None:
+                self.homeassistant.forgotten(miner_id)

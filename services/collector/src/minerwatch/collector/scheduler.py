@@ -48,8 +48,9 @@ class PollStats:
         self.skipped = 0
         #: Polls that started ``LATE_S`` or more after their due time.
         self.late = 0
-        #: Seconds between due time and start, most recent polls.
+        #: Seconds between due time and start, most recent polls; and of every poll.
         self.lateness: deque[float] = deque(maxlen=self.WINDOW)
+        self.lateness_sum = 0.0
 
     def percentile(self, fraction: float) -> float | None:
         """Of the recent lateness values; None before the first poll."""
@@ -141,6 +142,7 @@ class Scheduler:
         stats.started += 1
         late = now - due
         stats.lateness.append(late)
+        stats.lateness_sum += late
         if late >= LATE_S:
             stats.late += 1
         task = asyncio.get_running_loop().create_task(self._poll(slot, due))

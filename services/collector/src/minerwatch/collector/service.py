@@ -15,13 +15,16 @@ import resource
 
 from minerwatch.collector.discovery import discover
 from minerwatch.collector.fleet import FleetRegistry
+from minerwatch.collector.homeassistant import HomeAssistantDiscovery
 from minerwatch.collector.listener import Listener
 from minerwatch.collector.outbox import Outbox
 from minerwatch.collector.publisher import Publisher
 from minerwatch.collector.scheduler import Scheduler
+from minerwatch.collector.stats import collector_stats
 from minerwatch.shared.config import Config
 from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.service import fewer_collections
+from minerwatch.shared.stats import StatsPublisher
 
 log = logging.getLogger("minerwatch.collector")
 
@@ -50,12 +53,20 @@ class Collector:
         self.fleet = FleetRegistry(config.collector, self.outbox)  # sizes the outbox
         self.scheduler = Scheduler(config.collector, self.fleet)
         # Labels and forgotten miners, heard on the publisher's own session.
-        self.listener = Listener(config.mqtt.base_topic, self.fleet)
+        # Home Assistant discovery configs, published beside the listening (on by default).
+        self.homeassistant = (HomeAssistantDiscovery(config, self.fleet)
+                              if config.homeassistant.discovery else None)
+        self.listener = Listener(config.mqtt.base_topic, self.fleet, self.homeassistant)
         self.publisher = Publisher(self.outbox, config.mqtt.base_topic,
                                    republish=self.fleet.retained,
                                    listen=self.listener.listen)
         # The lean client: pipelined publishing at the broker's Receive Maximum.
         self.link = MqttLink(config.mqtt, "collector")
+        # Its own health, beside the publishing on the same session (GET /metrics).
+        self.stats = StatsPublisher(
+            config.mqtt.base_topic, "collector", config.metrics.stats_interval_s,
+            lambda: collector_stats(self.scheduler.stats, self.fleet.failures,
+                                    len(self.fleet), self.outbox))
 
     async def run(self) -> None:
         """Run until cancelled (SIGTERM/SIGINT through ``run_service``)."""
@@ -75,7 +86,7 @@ class Collector:
             group.create_task(self.scheduler.run())
             # CIDR scans and mDNS, only when configured: never by default.
             group.create_task(discover(self.config.collector.discovery, self.fleet))
-            group.create_task(self.link.run(self.publisher.session))
+            group.create_task(self.link.run(self.stats.around(self.publisher.session)))
 
 
 async def serve(config: Config, outbox: Outbox | None = None) -> None:

@@ -4,8 +4,9 @@ Only the wiring lives here: the database is prepared first (a bad ``MINERWATCH_D
 stops the service with one line; an unreachable database is waited for), then the MQTT
 session (``consumer``) routes every message (``routing``) to the writer (``writer``),
 while retention (``retention``) deletes what is past its time and the fleet rollups
-(``fleet``) are recomputed for the buckets new samples touched. On SIGTERM the pending
-rows are written and acknowledged before the process exits.
+(``fleet``) are recomputed for the buckets new samples touched, and the store's own
+health goes out on its stats topic (``stats``). On SIGTERM the pending rows are written
+and acknowledged before the process exits.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import logging
 from minerwatch.shared.config import Config
 from minerwatch.shared.rejects import RejectLog
 from minerwatch.shared.service import fewer_collections, run_service
+from minerwatch.shared.stats import StatsPublisher
 from minerwatch.store.consumer import mqtt_session, store_link
 from minerwatch.store.fleet import FleetRollups
 from minerwatch.store.retention import Horizon, Retention, policy
+from minerwatch.store.stats import store_stats
 from minerwatch.store.writer import Writer, open_engine, prepare_schema
 
 log = logging.getLogger("minerwatch.store")
@@ -42,7 +45,9 @@ async def serve(config: Config) -> None:
             fleet = group.create_task(FleetRollups(engine).run(), name="store-fleet-rollups")
             session = mqtt_session(config.mqtt.base_topic, writer, rejects,
                                    group=store.group, horizon=Horizon(store.keep_raw_days))
-            await store_link(config).run(session)
+            stats = StatsPublisher(config.mqtt.base_topic, "store",
+                                   config.metrics.stats_interval_s, lambda: store_stats(writer))
+            await store_link(config).run(stats.around(session))
             watch.cancel()
             expiring.cancel()
             fleet.cancel()

@@ -274,6 +274,9 @@ class Writer:
         self.written = 0  # rows committed (including ones the database already had)
         self.new_samples = 0  # samples committed that the database did not have yet
         self.dropped = 0  # rows the database refused on their own (bad data)
+        self.received = 0  # entries added: one per message the session received
+        self.commit_s = 0.0  # time spent in the batches committed, and how many there were
+        self.commits = 0
         self._pending: list[tuple[Row | None, Ack | None]] = []
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -291,6 +294,7 @@ class Writer:
         if self._task is not None and self._task.done() and not self._stop.is_set():
             self._task.result()  # the flush loop died: surface its exception here
         self._pending.append((row, ack))
+        self.received += 1
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
@@ -309,7 +313,11 @@ class Writer:
         if not entries:
             return 0
         rows = [row for row, _ack in entries if row is not None]
+        started = time.monotonic()
         new_samples = await self._write(rows) if rows else 0
+        if rows:
+            self.commit_s += time.monotonic() - started
+            self.commits += 1
         # new entries may have been added while writing; they are behind these
         del self._pending[: len(entries)]
         self.written += len(rows)

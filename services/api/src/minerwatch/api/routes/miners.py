@@ -111,21 +111,23 @@ async def miner_label_handler(
     status_code=200,
     summary="Forget a miner: clear its retained topics, keep (or purge) its history",
     description=(
-        "Clears (empty retained) the miner's sample, status, info and label topics and "
-        "every retained alert of it, and marks it forgotten: it leaves `/api/miners` until "
-        "it answers again. Its history stays unless `purge=true`, which deletes its rows "
-        "from every table."),
+        "Clears (empty retained) the miner's sample, status, info and label topics, its "
+        "Home Assistant discovery configs and every retained alert of it, and marks it "
+        "forgotten: it leaves `/api/miners` until it answers again. Its history stays "
+        "unless `purge=true`, which deletes its rows from every table."),
     responses=_CHANGE_ANSWERS,
 )
 async def forget_miner_handler(
     db: NamedDependency[Database], relay: NamedDependency[Relay],
+    config: NamedDependency[Config],
     miner_id: str = Parameter(description=ID_HELP, schema_extra=ID_SCHEMA),
     purge_history: bool = Parameter(query="purge", default=False,
                                     description="also delete the miner's history"),
 ) -> Forgotten:
     checked(miner_id)
     await _known(db, relay, miner_id)
-    cleared = [*miner_topics(relay.base, miner_id), *relay.alert_topics(miner_id)]
+    cleared = [*miner_topics(relay.base, miner_id, config.homeassistant.prefix),
+               *relay.alert_topics(miner_id)]
     for topic in cleared:
         await relay.publish(topic, b"")
     async with db.begin() as conn:
