@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 # apt for what PyPI cannot give: the broker, and a browser for the dashboard tests.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps browser-deps demo run test lint format bench clean vendor
+.PHONY: help setup system-deps browser-deps prometheus-deps ha-deps node-red demo run test lint format bench clean vendor deploy-init deploy-user compose-test
 
 help:
 	@echo "make demo   the whole stack with a simulated fleet; dashboard at http://127.0.0.1:8000"
@@ -20,6 +20,10 @@ help:
 	@echo "make bench  benchmarks (collector, store, alerts, api, dashboard); results in docs/benchmarks.md"
 	@echo "make setup  .venv with every console script (and mosquitto when missing)"
 	@echo "make vendor re-fetch the vendored browser files (Swagger UI, uPlot) from npm, checking sha256"
+	@echo "make deploy-init   deploy/.env with generated passwords and the broker's files; then"
+	@echo "                   docker compose -f deploy/compose.yaml up -d   (FORCE=1: new passwords)"
+	@echo "make deploy-user NAME=...  one more broker account (read only), for the compose stack"
+	@echo "make compose-test  the compose stack on a real Docker engine, checked, then removed"
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -47,6 +51,43 @@ system-deps:
 browser-deps:
 	@if [ ! -x /usr/bin/chromium ]; then $(MAKE) --no-print-directory _apt PKGS=chromium; fi
 
+# Debian's Prometheus (prometheus and promtool) for tests/test_prometheus.py; without its
+# recommended node exporter, which would start a daemon of its own.
+prometheus-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  $(MAKE) --no-print-directory _apt PKGS="prometheus --no-install-recommends"; fi
+
+# Home Assistant 2024.3.3 (the newest release that runs on Python 3.11) in an environment of
+# its own, for tests/tools/ha_validate.py: the discovery configs are checked with HA's schemas.
+HA_PYTHON ?= python3.11
+HA_ENV := $(TOOLS)/ha
+HA_REQUIREMENTS := tests/tools/ha-requirements.txt
+
+ha-deps: $(HA_ENV)/.installed
+
+$(HA_ENV)/.installed: $(UV) $(HA_REQUIREMENTS)
+	@$(HA_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || \
+	  { echo "the Home Assistant check needs Python 3.11 as '$(HA_PYTHON)' (pyenv install 3.11, or set HA_PYTHON=...)"; exit 1; }
+	rm -rf $(HA_ENV)
+	$(HA_PYTHON) -m venv $(HA_ENV)
+	$(UV) pip install --quiet --python $(HA_ENV)/bin/python -r $(HA_REQUIREMENTS)
+	@touch $@
+
+# Node-RED 4 for tests/test_node_red.py (the example flow in docs/node-red/), from the lock
+# in tests/node-red/ with the machine's npm (Node-RED 5 needs Node.js 22; 4.1 runs on 18.5+).
+NODE_RED_DIR := $(TOOLS)/node-red
+NODE_RED_LOCK := tests/node-red/package.json tests/node-red/package-lock.json
+
+node-red: $(NODE_RED_DIR)/.installed
+
+$(NODE_RED_DIR)/.installed: $(NODE_RED_LOCK)
+	@if ! command -v npm >/dev/null; then $(MAKE) --no-print-directory _apt PKGS="nodejs npm"; fi
+	rm -rf $(NODE_RED_DIR)
+	mkdir -p $(NODE_RED_DIR)
+	cp $(NODE_RED_LOCK) $(NODE_RED_DIR)/
+	npm ci --prefix $(NODE_RED_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
+
 _apt:
 	$(call apt_install,$(PKGS))
 
@@ -61,7 +102,7 @@ lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: setup browser-deps lint
+test: setup browser-deps prometheus-deps ha-deps node-red lint
 	$(VENV)/bin/pytest
 
 # Benchmark-only packages (pyasic and friends) come in with the `bench` group.
@@ -77,6 +118,19 @@ bench: setup
 # committed, and this needs the registry. `deploy/vendor.sh --check` only compares.
 vendor:
 	@bash deploy/vendor.sh
+
+# The compose deployment (deploy/compose.yaml): Docker is all they need on the host.
+deploy-init:
+	@sh deploy/init.sh $(if $(FORCE),--force)
+
+deploy-user:
+	@sh deploy/init.sh user "$(NAME)"
+
+# Builds the images and runs the stack with the simulated fleet on a real Docker engine;
+# fails when none answers. Not part of `make test`. Without a registry: see
+# `deploy/compose-test.sh --help` (deploy/local-base-images.sh, PYTHON_IMAGE, MOSQUITTO_IMAGE).
+compose-test:
+	@bash deploy/compose-test.sh
 
 format: $(VENV)/.synced
 	$(VENV)/bin/ruff check --fix .
