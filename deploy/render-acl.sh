@@ -53,4 +53,6 @@ for site in $sites; do
     "$site"
   printf 'user %s\ntopic write %s/miners/#\ntopic write %s/services/collector/#\n' \
     "$site" "$base" "$base"
+  # and its collector's Home Assistant discovery configs, with HA's birth message back.
+  printf 'topic write %s/+/%s/#\ntopic read %s/status\n' "$discovery" "$base" "$discovery"
 done

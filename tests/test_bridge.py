@@ -10,6 +10,7 @@ sample the collector published at the site must be in the central store's databa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -50,6 +51,7 @@ COLLECTOR_STATUS = "minerwatch/services/collector/status"
 BRIDGE_STATE = f"$SYS/broker/connection/{SITE}/state"
 #: The miner of the samples that show the path through the bridge works before the fleet's.
 WARM_UP = "warm-up"
+HA_PASSWORD = "ha-pw"
 
 
 def site_conf(text: str, *, port: int, central_port: int, cafile: Path, data: Path) -> str:
@@ -158,6 +160,21 @@ def service(name: str, workdir: Path, **variables: str) -> Process:
     return Process(name, proc, log)
 
 
+async def discovery_configs(port: int) -> set[str]:
+    """The retained Home Assistant configs under the base topic at the centre, as Home
+    Assistant's account sees them."""
+    topics: set[str] = set()
+    async with aiomqtt.Client("127.0.0.1", port, username="homeassistant",
+                              password=HA_PASSWORD) as client:
+        await client.subscribe("homeassistant/+/minerwatch/#")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                async for message in client.messages:
+                    if message.retain and message.payload:
+                        topics.add(str(message.topic))
+    return topics
+
+
 @pytest.mark.timeout(CUT_S + 120)
 async def test_samples_of_a_remote_site_cross_a_60_s_cut_of_the_bridge_and_none_is_lost(
     tmp_path: Path, port_picker: Callable[[], int], port_waiter: Callable[..., None]
@@ -167,7 +184,7 @@ async def test_samples_of_a_remote_site_cross_a_60_s_cut_of_the_bridge_and_none_
     config.write_text("[collector]\ntimeout_s = 0.4\noffline_after = 3\n\n"
                       "[store]\nbatch_interval_s = 0.1\n")
     db = tmp_path / "central.db"
-    passwords = {**PASSWORDS, SITE: SITE_PASSWORD}
+    passwords = {**PASSWORDS, SITE: SITE_PASSWORD, "homeassistant": HA_PASSWORD}
     with production_mosquitto(tmp_path / "central", port_picker, port_waiter, tls=tls,
                               passwords=passwords, acl_args=["--site", SITE]) as central:
         assert central.tls_port is not None
@@ -225,6 +242,13 @@ async def test_samples_of_a_remote_site_cross_a_60_s_cut_of_the_bridge_and_none_
                             f"{len(lost)} of them never reached the central broker\n{logs}")
 
                 await until(lambda: len({m for m, _ in stored(db)}) == miners, 30, why)
+                site_miners = {m for m, _ in stored(db)} - {WARM_UP}
+                wanted = {f"homeassistant/sensor/minerwatch/{m}_hashrate_ths/config"
+                          for m in site_miners}
+                async with asyncio.timeout(30):  # the site's Home Assistant configs too
+                    while not wanted <= (configs := await discovery_configs(central.port)):
+                        await asyncio.sleep(0.5)
+                assert configs
                 assert at_site.payloads(BRIDGE_STATE)[-1:] == ["1"]
 
                 attempts = site_log.read_text().count("Connecting bridge (step 1)")

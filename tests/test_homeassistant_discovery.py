@@ -308,7 +308,7 @@ def check_devices_and_ids(configs: dict[str, dict[str, Any]], state: dict[str, b
     assert state[collector_status] == b"online"
     [collector_topic] = collector_topics(PREFIX, base)
     collector_device = configs[collector_topic]["device"]
-    assert collector_device["identifiers"] == [f"{base}_collector"]
+    assert collector_device["identifiers"] == [f"{base}:collector"]
     unique_ids = [config["unique_id"] for config in configs.values()]
     assert len(unique_ids) == len(set(unique_ids))
     for kind, mid in ids.items():

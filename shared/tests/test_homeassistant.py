@@ -82,12 +82,12 @@ def test_the_device_is_the_miner_and_hangs_off_the_collector() -> None:
             "identifiers": ["mw_aabbccddeeff"], "name": "Garage Bitaxe ☀",
             "connections": [["mac", "aa:bb:cc:dd:ee:ff"]], "manufacturer": "Bitaxe",
             "model": "Gamma", "sw_version": "v2.4.1", "configuration_url": "http://10.0.0.5",
-            "via_device": "mw_collector"}
+            "via_device": "mw:collector"}
         assert config["origin"] == {"name": "minerwatch", "sw_version": "1.2.3",
                                     "support_url": "http://mw.lan:8000"}
     s19 = next(iter(configs(S19).values()))["device"]
     assert s19 == {"identifiers": ["mw_s19"], "name": "s19", "manufacturer": "Bitmain",
-                   "model": "S19 Pro", "via_device": "mw_collector"}  # no MAC, no web page
+                   "model": "S19 Pro", "via_device": "mw:collector"}  # no MAC, no web page
     named = MinerInfo(miner_id="x1", driver="axeos", host="fd00::5", port=8080,
                       hostname="bitaxe-7", mac="00:00:00:00:00:00")
     device = ha.device(named, "mw")
@@ -143,7 +143,7 @@ def test_the_collector_device_and_the_removals() -> None:
     assert message.topic == "homeassistant/binary_sensor/mw/collector_status/config"
     assert [message.topic] == ha.collector_topics("homeassistant", "mw")
     config = json.loads(message.payload)
-    assert config["device"]["identifiers"] == ["mw_collector"]
+    assert config["device"]["identifiers"] == ["mw:collector"]
     assert config["device"]["name"] == "minerwatch collector (mw)"
     assert config["state_topic"] == "mw/services/collector/status"
     assert (config["payload_on"], config["payload_off"]) == ("online", "offline")

@@ -163,6 +163,34 @@ async def test_never_more_unsettled_than_the_brokers_receive_maximum(
     assert len(outbox) == 0 and publisher.refused == 0
 
 
+async def test_samples_go_out_while_other_publishes_hold_the_whole_window(
+    broker: Any, base_topic: str
+) -> None:
+    """Home Assistant's configs are awaited publishes on the same connection: while they
+    fill the broker's Receive Maximum (20 here, with more waiting for room) the publisher
+    can be left with nothing of its own in flight and no acknowledgement of its own to wake
+    it. It must still send the samples (it once waited for ever, the outbox growing)."""
+    outbox = Outbox()
+    started = asyncio.Event()
+
+    async def hold_the_window(client: MqttClient) -> None:
+        started.set()
+        for _ in range(5):  # batches of 64 awaited publishes, as the discovery sends them
+            await asyncio.gather(*(client.publish(f"{base_topic}/other/{i}", b"x", qos=1)
+                                   for i in range(64)))
+        await asyncio.Event().wait()  # then it listens on, as the discovery does
+
+    publisher = Publisher(outbox, base_topic, listen=hold_the_window)
+    config = MqttConfig(url=broker.url, base_topic=base_topic)
+    async with running(MqttLink(config, "collector").run(publisher.session)):
+        await asyncio.wait_for(started.wait(), 5)
+        for n in range(200):  # polls finishing one by one, as the collector's do
+            outbox.put(Outgoing.of("rig-1", sample(n)))
+            await asyncio.sleep(0.002)
+        await asyncio.wait_for(_until(lambda: publisher.published == 200), 10)
+    assert len(outbox) == 0
+
+
 async def test_messages_the_broker_refuses_are_counted_not_sent_again(
     own_broker: Any, base_topic: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -31,7 +31,7 @@ What a person sees is never a dead number shown as live:
   into ``unknown``; a text sensor has no such state, so ``pool_url`` is unavailable while it
   is null (a third availability entry, on the sample itself).
 
-One more device, the collector (identifiers ``{base}_collector``), with a connectivity
+One more device, the collector (identifiers ``{base}:collector``), with a connectivity
 binary sensor of its service status: what every miner's ``via_device`` points at.
 """
 
@@ -181,7 +181,8 @@ def origin(settings: DiscoverySettings) -> dict[str, str]:
 
 
 def collector_device_id(base: str) -> str:
-    return f"{base}_collector"
+    # ":" is in no miner id, so a miner named "collector" keeps a device of its own.
+    return f"{base}:collector"
 
 
 def collector_availability(base: str) -> dict[str, str]:
