@@ -16,7 +16,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,9 @@ from minerwatch.alerts.notify import phrase
 from minerwatch.shared.schemas import AlertEvent, decode
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -112,22 +115,6 @@ class Stack:
         return self.rows("SELECT state, muted FROM alert_events WHERE miner_id = ? AND rule = ? "
                          "ORDER BY ts_ms", miner, rule)
 
-
-async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-            problem: object = f"returned {result!r}"
-        except (AssertionError, httpx.HTTPError, sqlite3.Error, KeyError) as exc:
-            problem = exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {problem}")
-        await asyncio.sleep(0.1)
 
 
 CONFIG = """

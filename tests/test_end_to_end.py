@@ -10,7 +10,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ import websockets
 from minerwatch.shared.schemas import MinerStatus, Sample, decode, parse_ts
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,23 +54,6 @@ class Stack:
         with sqlite3.connect(self.db_path, timeout=5) as conn:
             return conn.execute(sql, params).fetchall()
 
-
-async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 15.0) -> Any:
-    """Retry ``check`` until it returns something truthy without raising; return that."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-            problem: object = f"returned {result!r}"
-        except (AssertionError, httpx.HTTPError, sqlite3.Error) as exc:
-            problem = exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {problem}")
-        await asyncio.sleep(0.1)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ from minerwatch.shared.homeassistant import collector_topics, discovery_topics
 from minerwatch.shared.schemas import MinerLabel, MinerStatus, Sample, encode, now_ts
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -39,21 +42,6 @@ def miner_id(miner: SimMiner) -> str:
         return mac_miner_id(miner.mac) or ""
     return slugify(f"{miner.host}-{miner.port}")
 
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    """Retry ``check`` until it returns something truthy without an AssertionError."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = await check()
-            if result:
-                return result
-            problem: object = f"returned {result!r}"
-        except AssertionError as exc:
-            problem = exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {problem}")
-        await asyncio.sleep(0.2)
 
 
 async def retained(broker: Any, topic_filter: str, quiet_s: float = 0.3) -> dict[str, bytes]:

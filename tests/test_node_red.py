@@ -33,6 +33,9 @@ from minerwatch.shared.schemas import parse_ts
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 
+sys.path.insert(0, str(Path(__file__).parent))
+from waiting import eventually
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,21 +55,6 @@ def miner_id(miner: SimMiner) -> str:
         return mac_miner_id(miner.mac) or ""
     return slugify(f"{miner.host}-{miner.port}")
 
-
-async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Retry ``check`` until it returns something truthy without an AssertionError."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            problem: object = f"returned {result!r}"
-        except AssertionError as exc:
-            problem = exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {problem}")
-        await asyncio.sleep(0.1)
 
 
 def example_flow(broker_port: int) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from minerwatch.sim.fleet import Fleet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from production_broker import ROOT, ProductionBroker, production_mosquitto
+from waiting import eventually
 
 #: The stack's tests share one event loop with its module-scoped fixture.
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -145,20 +146,6 @@ class Stack:
         with sqlite3.connect(self.db, timeout=5) as conn:
             return {row[0] for row in conn.execute("SELECT DISTINCT miner_id FROM samples")}
 
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    """Retry ``check`` until it returns something truthy without raising; return that."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            if result := await check():
-                return result
-            problem: object = f"returned {result!r}"
-        except (AssertionError, httpx.HTTPError, sqlite3.Error) as exc:
-            problem = exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {problem}")
-        await asyncio.sleep(0.2)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

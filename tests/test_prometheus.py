@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ import websockets
 
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -53,21 +56,6 @@ def miner_id(miner: SimMiner) -> str:
         return mac_miner_id(miner.mac) or ""
     return slugify(f"{miner.host}-{miner.port}")
 
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    """Retry ``check`` until it returns something truthy without failing; return that."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = await check()
-            if result:
-                return result
-            problem: object = f"returned {result!r}"
-        except (AssertionError, httpx.HTTPError) as exc:
-            problem = exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {problem}")
-        await asyncio.sleep(0.2)
 
 
 @dataclass
