@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Messages handed to the client per step before other tasks get the loop again.
 BATCH = 512
-#: How soon to look for room again while other publishes hold the whole window.
-ROOM_POLL_S = 0.02
 #: Log the first of these problems and then every this many.
 LOG_EVERY = 1000
 
@@ -116,14 +114,6 @@ class Publisher:
                 wake.clear()
                 if len(inflight) < self.max_inflight and client.send_quota > 0:
                     self.outbox.notify(wake)
-                elif not inflight:
-                    # The window is full of other publishes on this connection (Home
-                    # Assistant's configs, awaited one by one): their acknowledgements
-                    # call no on_settled, so nothing would wake this loop. Look again soon.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(ROOM_POLL_S):
-                            await wake.wait()
-                    continue
                 await wake.wait()
         finally:
             client.on_settled = None

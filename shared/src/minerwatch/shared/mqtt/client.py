@@ -507,11 +507,12 @@ class Client(asyncio.Protocol):
             return  # not ours (any more): nothing waits for it
         delivery.reason = reason
         waiter = self._replies.get(packet_id)
-        if waiter is not None:
-            if not waiter.done():
-                properties = packets.parse_ack(packets.PUBACK, body).properties
-                waiter.set_result(packets.Ack(packet_id, (reason,), properties))
-        elif self.on_settled is not None:
+        if waiter is not None and not waiter.done():
+            properties = packets.parse_ack(packets.PUBACK, body).properties
+            waiter.set_result(packets.Ack(packet_id, (reason,), properties))
+        # Awaited publishes too: each settlement is room under the Receive Maximum, and
+        # who fills the window with publish_nowait must hear of it.
+        if self.on_settled is not None:
             self.on_settled(delivery)
         room = self._room
         if room is not None and not room.done():

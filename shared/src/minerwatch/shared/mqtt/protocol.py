@@ -77,8 +77,8 @@ class MqttClient(Protocol):
         """False once the connection is gone (or is being closed)."""
 
     #: Called with each Delivery the broker settles, in the order the PUBACKs arrive (the
-    #: publisher's wake-up). It runs inside the client's receive path: keep it short and
-    #: never raise from it.
+    #: publisher's wake-up): those of ``publish`` too, as each frees room in the window.
+    #: It runs inside the client's receive path: keep it short and never raise from it.
     on_settled: Callable[[Delivery], None] | None
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
