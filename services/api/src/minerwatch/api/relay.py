@@ -64,6 +64,7 @@ import msgspec
 from minerwatch.shared.config import MqttConfig
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Payload, Rejected, decode_message
+from minerwatch.shared.metrics import SERVICES  # whose liveness the api follows
 from minerwatch.shared.mqtt import BrokerLimitError, MqttClient, MqttError, MqttLink
 from minerwatch.shared.rejects import RejectLog
 from minerwatch.shared.schemas import (
@@ -95,8 +96,6 @@ RECEIVE_MAXIMUM = 100
 UNFORESEEN_LOG_INTERVAL_S = 30.0
 #: How long a publish from the api may wait for the broker's PUBACK.
 PUBLISH_TIMEOUT_S = 5.0
-#: The services whose liveness the api follows, in the order ``/healthz`` lists them.
-SERVICES: tuple[str, ...] = ("collector", "store", "alerts", "api")
 
 ServiceStateName = Literal["online", "offline", "unknown"]
 _MINER_PAYLOADS: dict[str, type[Sample | MinerStatus | MinerInfo]] = {
