@@ -51,8 +51,11 @@ for site in $sites; do
   # account (its client id too); the commands it brings back it reads as every account does.
   printf '\n# Remote site %s: its broker bridges its collector here (mosquitto/bridge.conf).\n' \
     "$site"
-  printf 'user %s\ntopic write %s/miners/#\ntopic write %s/services/collector/#\n' \
-    "$site" "$base" "$base"
+  printf 'user %s\n' "$site"
+  for kind in sample status info tune command/result; do
+    printf 'topic write %s/miners/+/%s\n' "$base" "$kind"
+  done
+  printf 'topic write %s/replies/#\ntopic write %s/services/collector/#\n' "$base" "$base"
   # and its collector's Home Assistant discovery configs, with HA's birth message back.
   printf 'topic write %s/+/%s/#\ntopic read %s/status\n' "$discovery" "$base" "$discovery"
 done

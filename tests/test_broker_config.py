@@ -128,6 +128,18 @@ async def delivered(port: int, publisher: str, topic: str) -> bool:
         ("collector", "minerwatch/alerts/m1/overheat", False),
         ("collector", "minerwatch/services/store/status", False),
         ("collector", "minerwatch/mutes/m1", False),
+        # it answers commands but may not give one
+        ("collector", "minerwatch/miners/m1/command/result", True),
+        ("collector", "minerwatch/replies/api", True),
+        ("collector", "minerwatch/miners/m1/tune", True),
+        ("collector", "minerwatch/miners/m1/command", False),
+        ("collector", "minerwatch/miners/m1/label", False),
+        ("alerts", "minerwatch/miners/m1/command", True),  # [alerts.stalled] restart
+        ("alerts", "minerwatch/miners/m1/command/result", False),
+        ("api", "minerwatch/miners/m1/command", True),
+        ("admin", "minerwatch/miners/m1/command", True),
+        ("reader", "minerwatch/miners/m1/command", False),
+        ("homeassistant", "minerwatch/miners/m1/command", False),
         ("alerts", "minerwatch/alerts/m1/overheat", True),
         ("alerts", "minerwatch/mutes/m1", True),  # it clears expired mutes
         ("alerts", "minerwatch/miners/m1/sample", False),

@@ -64,14 +64,20 @@ def test_the_registry_names_every_topic_once() -> None:
     from minerwatch.shared.topics import SAMPLE, TOPICS
 
     assert [spec.name for spec in TOPICS] == ["sample", "status", "info", "label", "alert",
-                                             "mute", "service", "stats"]
+                                             "mute", "service", "stats", "command",
+                                             "command_result", "reply", "tune"]
     assert [spec.filter("mw") for spec in TOPICS] == [
         "mw/miners/+/sample", "mw/miners/+/status", "mw/miners/+/info", "mw/miners/+/label",
-        "mw/alerts/+/+", "mw/mutes/+", "mw/services/+/status", "mw/services/+/stats"]
+        "mw/alerts/+/+", "mw/mutes/+", "mw/services/+/status", "mw/services/+/stats",
+        "mw/miners/+/command", "mw/miners/+/command/result", "mw/replies/+",
+        "mw/miners/+/tune"]
     assert SAMPLE.topic("mw", miner_id="s19") == "mw/miners/s19/sample"
-    # Every state is retained at QoS 1; the periodic stats are neither (the next replaces one).
-    assert all(spec.qos == 1 and spec.retained for spec in TOPICS if spec.name != "stats")
-    assert [(spec.qos, spec.retained) for spec in TOPICS if spec.name == "stats"] == [(0, False)]
+    # Every state is retained at QoS 1; the periodic stats are neither (the next replaces
+    # one); commands and their results are requests, not states.
+    requests = {"stats", "command", "command_result", "reply"}
+    assert all(spec.qos == 1 and spec.retained for spec in TOPICS if spec.name not in requests)
+    assert [(spec.qos, spec.retained) for spec in TOPICS if spec.name in requests] == [
+        (0, False), (1, False), (1, False), (1, False)]
 
 
 def test_filter_matching_follows_mqtt() -> None:

@@ -62,9 +62,16 @@ class MinerConfig(_Section, kw_only=True):
     url: str
     name: str | None = None
     label: Label | None = None
+    #: NerdQAxe with OTP on: the base32 secret its X-TOTP header is made from (else
+    #: ``[control] otp_secret``).
+    otp_secret: str | None = None
+    #: A stock Antminer's web interface port, for control (``reboot.cgi``); else
+    #: ``[control] antminer_web_port``.
+    web_port: Port | None = None
 
     def __post_init__(self) -> None:
         endpoint(self.url)  # validates scheme, host and port
+        check_otp_secret(self.otp_secret)
         if self.name is not None and not is_miner_id(self.name):
             raise ValueError(f"name {self.name!r} must be 1-64 characters of [a-z0-9_-]")
 
@@ -174,6 +181,17 @@ class StoreConfig(_Section):
 
 class ApiConfig(_Section):
     listen: str = "127.0.0.1:8000"
+    #: ``token``: every request needs a token (``minerwatch-api token create``) or the
+    #: dashboard's session; ``lan``: reads are open to the network, writes still need a
+    #: token of role operator or admin (what ``make demo`` uses).
+    auth: Literal["token", "lan"] = "token"
+    #: Origins, besides the api's own, whose pages may open the WebSocket
+    #: (``https://dash.example``).
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    #: How long a dashboard sign-in lasts.
+    session_ttl_s: Positive = 7 * 24 * 3600.0
+    #: How long the api waits for the collector to carry out a command.
+    command_timeout_s: Positive = 60.0
     #: Where people reach the dashboard (``http://minerwatch.lan:8000``): notifications
     #: link to a miner's page under it. Unset: no links.
     public_url: str | None = None
@@ -254,6 +272,10 @@ class StalledRule(BuiltinRule, kw_only=True):
 
     for_s: Seconds = 900.0
     polls: Annotated[int, msgspec.Meta(ge=2)] = 20
+    #: Restart a stalled miner (a command, audited like any other; needs ``[control]
+    #: enabled``), at most once per ``restart_backoff_s`` per miner.
+    restart: bool = False
+    restart_backoff_s: Annotated[float, msgspec.Meta(ge=60)] = 3600.0
 
 
 class FanFailureRule(BuiltinRule, kw_only=True):
@@ -455,6 +477,57 @@ class HomeAssistantConfig(_Section):
     prefix: TopicLevel = "homeassistant"
 
 
+class TuneConfig(_Section):
+    """``[control.tune]``: how autotune steps and what it keeps. A step waits
+    ``settle_s`` for the temperature to settle (keep it at 90 s or more on real miners;
+    the simulator's tests use less), then samples for ``window_s``."""
+
+    settle_s: Positive = 90.0
+    window_s: Positive = 120.0
+    #: How often the miner is read while settling and sampling.
+    poll_s: Positive = 5.0
+    chip_temp_max_c: Annotated[float, msgspec.Meta(gt=0, le=120)] = 65.0
+    vr_temp_max_c: Annotated[float, msgspec.Meta(gt=0, le=150)] = 85.0
+    min_hashrate_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.94
+    max_reject_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01
+    frequency_step_mhz: PositiveInt = 25
+    voltage_step_mv: PositiveInt = 20
+    max_steps: Annotated[int, msgspec.Meta(ge=1, le=200)] = 60
+
+
+class ControlConfig(_Section):
+    """``[control]``: acting on miners (restart, settings, autotune). Off until
+    ``enabled``; frequency and voltage stay inside ``shared.control``'s safe ranges, or
+    its overclock bound with ``allow_overclock``."""
+
+    enabled: bool = False
+    allow_overclock: bool = False
+    #: How long one command may take with its read-back (a restart: ``restart_timeout_s``).
+    timeout_s: Positive = 20.0
+    restart_timeout_s: Positive = 180.0
+    #: NerdQAxe's OTP secret (base32) for the X-TOTP header, for every miner without one.
+    otp_secret: str | None = None
+    #: A stock Antminer's web interface (HTTP digest auth) for ``reboot.cgi``.
+    antminer_user: str = "root"
+    antminer_password: str | None = None
+    antminer_web_port: Port = 80
+    #: The CGMiner API's privileged commands (``restart``, ``switchpool``, ``ascset``)
+    #: need the miner to allow this host (``--api-allow W:...``).
+    tune: TuneConfig = msgspec.field(default_factory=TuneConfig)
+
+    def __post_init__(self) -> None:
+        check_otp_secret(self.otp_secret)
+
+
+_BASE32 = re.compile(r"^[A-Z2-7]+=*$")
+
+
+def check_otp_secret(secret: str | None) -> None:
+    if secret is not None and (len(secret) < 16 or not _BASE32.match(
+            secret.replace(" ", "").upper())):
+        raise ValueError("otp_secret must be a base32 secret of 16 characters or more")
+
+
 class Config(_Section):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -464,6 +537,7 @@ class Config(_Section):
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    control: ControlConfig = msgspec.field(default_factory=ControlConfig)
 
 
 class Endpoint(msgspec.Struct, frozen=True):
@@ -564,6 +638,8 @@ _ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "MINERWATCH_STORE_GROUP": (("store", "group"), str),
     # true or false (1 or 0).
     "MINERWATCH_HA_DISCOVERY": (("homeassistant", "discovery"), str),
+    "MINERWATCH_CONTROL_ENABLED": (("control", "enabled"), str),
+    "MINERWATCH_API_AUTH": (("api", "auth"), str),
     "MINERWATCH_HA_PREFIX": (("homeassistant", "prefix"), str),
 }
 

@@ -26,12 +26,15 @@ from minerwatch.shared.errors import one_line
 from minerwatch.shared.schemas import (
     SCHEMA_VERSION,
     AlertEvent,
+    Command,
+    CommandResult,
     MinerInfo,
     MinerLabel,
     MinerStatus,
     Mute,
     Sample,
     ServiceStats,
+    TuneProgress,
 )
 
 #: A service's state on ``{base}/services/{service}/status`` (plain text, not JSON).
@@ -39,7 +42,7 @@ ServiceState: TypeAlias = Literal["online", "offline"]
 SERVICE_STATES: tuple[ServiceState, ...] = ("online", "offline")
 
 Payload: TypeAlias = (Sample | MinerStatus | MinerInfo | MinerLabel | AlertEvent | Mute
-                      | ServiceStats | str)
+                      | ServiceStats | Command | CommandResult | TuneProgress | str)
 
 #: Brackets deeper than this are refused before any decoder sees them. Our payloads
 #: nest two levels; a recursive decoder would fail somewhere near a thousand.
@@ -51,7 +54,8 @@ MAX_PAYLOAD = 64 * 1024
 PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {
     "Sample": Sample, "MinerStatus": MinerStatus, "MinerInfo": MinerInfo,
     "MinerLabel": MinerLabel, "AlertEvent": AlertEvent, "Mute": Mute,
-    "ServiceStats": ServiceStats,
+    "ServiceStats": ServiceStats, "Command": Command, "CommandResult": CommandResult,
+    "TuneProgress": TuneProgress,
 }
 _DECODERS = {name: msgspec.json.Decoder(kind) for name, kind in PAYLOAD_TYPES.items()}
 
@@ -206,6 +210,25 @@ def _checked(message: Any, miner_id: str | None, name: str | None) -> Payload:
         _check_ts("ts", message.ts)
         # Only what the registry gives this service, so a publisher bounds nothing itself.
         message.metrics = metrics.admitted(message.service, message.metrics)
+        return message
+    if isinstance(message, Command):
+        _same("miner_id", message.miner_id, miner_id)
+        _check_ts("ts", message.ts)
+        if (message.action == "configure") != (message.settings is not None):
+            raise _Refused("settings come with the configure action, and only with it")
+        return message
+    if isinstance(message, CommandResult):
+        if miner_id is not None:  # a reply topic names the requester, not the miner
+            _same("miner_id", message.miner_id, miner_id)
+        _check_ts("requested", message.requested)
+        _check_ts("ts", message.ts)
+        return message
+    if isinstance(message, TuneProgress):
+        _same("miner_id", message.miner_id, miner_id)
+        _check_ts("started", message.started)
+        _check_ts("ts", message.ts)
+        for step in message.steps:
+            _check_ts("ts", step.ts)
         return message
     raise _Refused(f"unexpected payload type {type(message).__name__}")
 

@@ -216,3 +216,170 @@ def decode(payload: bytes | str, kind: type[T]) -> T:
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     return cast(T, decoder.decode(payload))
+
+
+# --- control: commands, their results, autotune ----------------------------------------
+
+#: What a command asks of a miner. ``settings`` reads the current settings and their
+#: allowed ranges; ``configure`` changes settings; ``tune`` starts an autotune run and
+#: ``tune_abort`` stops one (the miner gets back the settings it had).
+Action = Literal["restart", "pause", "resume", "identify", "settings", "configure", "tune",
+                 "tune_abort"]
+ACTIONS: tuple[Action, ...] = ("restart", "pause", "resume", "identify", "settings",
+                               "configure", "tune", "tune_abort")
+#: The actions that change nothing and are not audited.
+READ_ONLY_ACTIONS: frozenset[str] = frozenset({"settings"})
+#: How a command ended. ``ok``: done and verified; ``refused``: not sent (out of range or
+#: invalid: ``limits`` says what is allowed); ``disabled``: ``[control] enabled`` is off;
+#: ``busy``: an autotune run holds the miner; ``unknown``: the collector polls no such
+#: miner; ``unsupported``: this firmware cannot; ``failed``: the miner did not do it or
+#: did not answer; ``unverified``: sent and acknowledged, but reading back did not show it.
+CommandStatus = Literal["ok", "refused", "disabled", "busy", "unknown", "unsupported",
+                        "failed", "unverified"]
+#: A command's id: the MQTT correlation data and the audit record's key.
+CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+#: Who asked: ``token:<name>``, ``alerts``, ``cli``... (free text, bounded).
+Requester = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]{1,100}$")]
+FanMode = Literal["auto", "manual"]
+Objective = Literal["efficiency", "hashrate"]
+#: A stratum URL as a person writes it: ``stratum+tcp://pool.example:3333``.
+PoolUrl = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x20\x7f]{1,255}$")]
+PoolText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]{0,255}$")]
+
+
+class Pool(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A stratum pool. ``password`` is only ever written, never read back or audited."""
+
+    url: PoolUrl
+    user: PoolText
+    password: PoolText | None = None
+
+
+class Pools(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    primary: Pool | None = None
+    fallback: Pool | None = None
+
+
+class MinerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A miner's settings: what ``configure`` changes (null: leave as it is) and what
+    ``settings`` reads (null: this firmware does not say)."""
+
+    frequency_mhz: int | None = None
+    core_voltage_mv: int | None = None
+    fan_mode: FanMode | None = None
+    fan_percent: int | None = None
+    temp_target_c: int | None = None
+    pools: Pools | None = None
+
+
+class Range(msgspec.Struct, kw_only=True):
+    min: int
+    max: int
+
+
+class SettingsLimits(msgspec.Struct, kw_only=True):
+    """What may be written: ``source`` says where the frequency and voltage bounds come
+    from (``BM1370 (Gamma)``, narrowed by the firmware's own options, or the overclock
+    bound); a null range means this setting cannot be changed on this miner."""
+
+    frequency_mhz: Range | None = None
+    core_voltage_mv: Range | None = None
+    fan_percent: Range | None = None
+    temp_target_c: Range | None = None
+    source: str
+    overclock: bool = False
+
+
+class TuneRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    objective: Objective = "efficiency"
+    #: Limits of this run; null: the ``[control.tune]`` defaults.
+    chip_temp_max_c: Annotated[float, msgspec.Meta(gt=0, le=120)] | None = None
+    vr_temp_max_c: Annotated[float, msgspec.Meta(gt=0, le=150)] | None = None
+
+
+class Command(msgspec.Struct, kw_only=True):
+    """A command, on ``{base}/miners/{miner_id}/command`` (QoS 1, not retained). MQTT v5
+    requesters put a response topic under ``{base}/replies/`` and correlation data on it;
+    the result goes there and always to ``{base}/miners/{miner_id}/command/result``."""
+
+    id: CommandId
+    miner_id: MinerId
+    action: Action
+    by: Requester
+    ts: Timestamp
+    settings: MinerSettings | None = None
+    tune: TuneRequest | None = None
+
+
+class CommandResult(msgspec.Struct, kw_only=True):
+    """How a command ended, from the collector: the audit record. ``before`` and
+    ``after`` are the settings read before and after a change (never pool passwords);
+    ``changed`` the fields written (only those that differed); ``limits`` the ranges
+    checked; ``settings`` what a ``settings`` command read."""
+
+    id: CommandId
+    miner_id: MinerId
+    action: Action
+    by: Requester
+    status: CommandStatus
+    message: str
+    requested: Timestamp
+    ts: Timestamp
+    changed: list[str] = msgspec.field(default_factory=list)
+    before: MinerSettings | None = None
+    after: MinerSettings | None = None
+    settings: MinerSettings | None = None
+    limits: SettingsLimits | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+TuneState = Literal["running", "done", "aborted", "failed"]
+#: The most steps one run records (the payload stays a few KB).
+MAX_TUNE_STEPS = 200
+
+
+class TuneStep(msgspec.Struct, kw_only=True):
+    """One measured step of an autotune run. ``stable``: the step is kept (hashrate at
+    least ``min_hashrate_ratio`` of what the frequency should give, temperatures under
+    the limits, rejects under ``max_reject_ratio``); ``reason`` says why not."""
+
+    index: int
+    frequency_mhz: int
+    core_voltage_mv: int
+    ts: Timestamp
+    stable: bool
+    hashrate_ths: float | None = None
+    expected_ths: float | None = None
+    power_w: float | None = None
+    efficiency_jth: float | None = None
+    temp_c: float | None = None
+    vr_temp_c: float | None = None
+    reject_ratio: float | None = None
+    reason: str | None = None
+
+
+class TuneProgress(msgspec.Struct, kw_only=True):
+    """An autotune run, retained on ``{base}/miners/{miner_id}/tune`` after every change:
+    every step so far, the best (an index into ``steps``) and, at the end, what was
+    applied (the best step, or ``original`` again on abort or failure)."""
+
+    run_id: CommandId
+    miner_id: MinerId
+    objective: Objective
+    state: TuneState
+    #: What it is doing now, for people: ``settling 40/90 s at 550 MHz 1150 mV``.
+    phase: str
+    by: Requester
+    started: Timestamp
+    ts: Timestamp
+    #: 0..1, an estimate.
+    progress: float = 0.0
+    original: MinerSettings | None = None
+    steps: Annotated[list[TuneStep], msgspec.Meta(max_length=MAX_TUNE_STEPS)] = (
+        msgspec.field(default_factory=list))
+    best: int | None = None
+    applied: MinerSettings | None = None
+    message: str | None = None

@@ -20,19 +20,21 @@ _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 #: A rule or service name: one topic level of printable text without wildcards.
 _NAME_RE = re.compile(r"^[^/#+\x00-\x1f]{1,128}$")
 
-TopicName = Literal["sample", "status", "info", "label", "alert", "mute", "service", "stats"]
+TopicName = Literal["sample", "status", "info", "label", "alert", "mute", "service", "stats",
+                    "command", "command_result", "reply", "tune"]
 MinerTopicKind = Literal["sample", "status", "info", "label"]
 MINER_TOPIC_KINDS: tuple[MinerTopicKind, ...] = ("sample", "status", "info", "label")
 #: The payload a TopicSpec carries, by name; ``messages`` maps these to types.
 PayloadName = Literal["Sample", "MinerStatus", "MinerInfo", "MinerLabel", "AlertEvent",
-                      "Mute", "ServiceState", "ServiceStats"]
+                      "Mute", "ServiceState", "ServiceStats", "Command", "CommandResult",
+                      "TuneProgress"]
 
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """One topic of the contract. ``template`` levels in braces are parameters:
-    ``miner_id`` (a miner id), ``mute_id`` (a mute id, same pattern), ``rule`` and
-    ``service`` (a name)."""
+    ``miner_id`` (a miner id), ``mute_id`` (a mute id, same pattern), ``rule``,
+    ``service`` and ``requester`` (a name)."""
 
     name: TopicName
     template: str
@@ -108,11 +110,28 @@ STATS = TopicSpec(
     "stats", "{base}/services/{service}/stats", "ServiceStats", "collector, store, alerts",
     "the service's own health (shared.metrics), every metrics.stats_interval_s",
     retained=False, qos=0)
+COMMAND = TopicSpec(
+    "command", "{base}/miners/{miner_id}/command", "Command", "api, alerts, admin",
+    "a command for the collector to carry out (only the accounts the broker's ACL names "
+    "may publish it); MQTT v5 requesters give a response topic under {base}/replies/",
+    retained=False)
+COMMAND_RESULT = TopicSpec(
+    "command_result", "{base}/miners/{miner_id}/command/result", "CommandResult",
+    "collector", "how every command ended: the audit record the store keeps",
+    retained=False)
+REPLY = TopicSpec(
+    "reply", "{base}/replies/{requester}", "CommandResult", "collector",
+    "a command's result again, on the response topic its requester gave (with its "
+    "correlation data)", retained=False)
+TUNE = TopicSpec(
+    "tune", "{base}/miners/{miner_id}/tune", "TuneProgress", "collector",
+    "an autotune run's progress and steps, after every change")
 
 #: The registry: every topic minerwatch publishes.
-TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL, ALERT, MUTE, SERVICE, STATS)
+TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL, ALERT, MUTE, SERVICE, STATS,
+                                 COMMAND, COMMAND_RESULT, REPLY, TUNE)
 #: The retained topics of one miner (what forgetting it clears, besides its alerts).
-MINER_TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL)
+MINER_TOPICS: tuple[TopicSpec, ...] = (SAMPLE, STATUS, INFO, LABEL, TUNE)
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
 #: Specs by (first level, number of levels): routing looks at one or two, not all.
 _BY_SHAPE: dict[tuple[str, int], tuple[TopicSpec, ...]] = {}
@@ -171,6 +190,29 @@ def service_status_topic(base: str, service: str) -> str:
     return SERVICE.topic(base, service=service)
 
 
+def command_topic(base: str, miner_id: str) -> str:
+    return COMMAND.topic(base, miner_id=miner_id)
+
+
+def command_result_topic(base: str, miner_id: str) -> str:
+    return COMMAND_RESULT.topic(base, miner_id=miner_id)
+
+
+def reply_topic(base: str, requester: str) -> str:
+    return REPLY.topic(base, requester=requester)
+
+
+def tune_topic(base: str, miner_id: str) -> str:
+    return TUNE.topic(base, miner_id=miner_id)
+
+
+def is_reply_topic(base: str, topic: str) -> bool:
+    """Whether a requester's response topic is one the collector may answer on: one
+    level under ``{base}/replies/`` (anything else could make it publish elsewhere)."""
+    found = match_topic(base, topic)
+    return found is not None and found[0] is REPLY
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedTopic:
     """What a topic under ``{base}`` names. ``name`` is the rule, service or mute id,
@@ -196,7 +238,8 @@ def match_topic(base: str, topic: str) -> tuple[TopicSpec, str | None, str | Non
         params = spec.parse(levels)
         if params is not None:
             return spec, params.get("miner_id"), (
-                params.get("rule") or params.get("service") or params.get("mute_id"))
+                params.get("rule") or params.get("service") or params.get("mute_id")
+                or params.get("requester"))
     return None
 
 

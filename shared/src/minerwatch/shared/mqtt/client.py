@@ -281,18 +281,19 @@ class Client(asyncio.Protocol):
             raise MqttError(f"unsubscribe refused: {'; '.join(refused)}")
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
-                      retain: bool = False) -> None:
+                      retain: bool = False, properties: dict[str, Any] | None = None
+                      ) -> None:
         """Publish; at QoS 1, wait for room under the broker's Receive Maximum, then for
         its acknowledgement. MqttError if it refused the message."""
         if qos not in (0, 1):
             raise ValueError("this client publishes at QoS 0 or 1")
         if qos == 0:
-            self._write(self._encode_publish(topic, payload, 0, retain, 0))
+            self._write(self._encode_publish(topic, payload, 0, retain, 0, properties))
             return
         while len(self._inflight) >= self.limits.receive_maximum:
             await self._wait_for_room()
         packet_id = self._packet_id()
-        packet = self._encode_publish(topic, payload, 1, retain, packet_id)
+        packet = self._encode_publish(topic, payload, 1, retain, packet_id, properties)
         self._inflight[packet_id] = Delivery(topic, packet_id)
         reply = await self._request(packet_id, packet)
         if reply.reasons[0] >= 0x80:
@@ -344,7 +345,7 @@ class Client(asyncio.Protocol):
     # --- internals ----------------------------------------------------------------------
 
     def _encode_publish(self, topic: str, payload: bytes, qos: int, retain: bool,
-                        packet_id: int) -> bytes:
+                        packet_id: int, properties: dict[str, Any] | None = None) -> bytes:
         """The PUBLISH, or BrokerLimitError for one the broker said it cannot take."""
         limits = self.limits
         if qos > limits.maximum_qos:
@@ -353,7 +354,8 @@ class Client(asyncio.Protocol):
         if retain and not limits.retain_available:
             raise BrokerLimitError(f"publish to {topic!r} refused: the broker keeps no "
                                    "retained messages (Retain Available 0)")
-        packet = packets.publish(topic, payload, qos=qos, retain=retain, packet_id=packet_id)
+        packet = packets.publish(topic, payload, qos=qos, retain=retain, packet_id=packet_id,
+                                 properties=properties)
         if limits.maximum_packet_size is not None and len(packet) > limits.maximum_packet_size:
             raise BrokerLimitError(f"publish to {topic!r} refused: a packet of {len(packet)} "
                                    "bytes, over the broker's maximum of "

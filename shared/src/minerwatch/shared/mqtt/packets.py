@@ -314,13 +314,16 @@ def unsubscribe(packet_id: int, topic_filters: Iterable[str]) -> bytes:
 
 
 def publish(topic: str, payload: bytes, *, qos: int = 0, retain: bool = False,
-            packet_id: int = 0, dup: bool = False) -> bytes:
-    """PUBLISH (section 3.3); ``packet_id`` only for QoS 1 and 2."""
+            packet_id: int = 0, dup: bool = False,
+            properties: dict[str, Any] | None = None) -> bytes:
+    """PUBLISH (section 3.3); ``packet_id`` only for QoS 1 and 2; ``properties`` such as
+    ``response_topic`` and ``correlation_data`` (request and response, section 4.10)."""
     first = PUBLISH << 4 | (0x08 if dup else 0) | qos << 1 | (0x01 if retain else 0)
     body = _text(topic)
     if qos:
         body += packet_id.to_bytes(2, "big")
-    return _packet(first, body + b"\x00" + payload)
+    return _packet(first, body + (encode_properties(properties) if properties else b"\x00")
+                   + payload)
 
 
 def puback(packet_id: int) -> bytes:

@@ -23,7 +23,7 @@ What the interface promises:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from minerwatch.shared.mqtt.packets import Message, Subscription
 
@@ -82,10 +82,13 @@ class MqttClient(Protocol):
     on_settled: Callable[[Delivery], None] | None
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
-                      retain: bool = False) -> None:
+                      retain: bool = False, properties: dict[str, Any] | None = None
+                      ) -> None:
         """Publish and, at QoS 1, return once the broker acknowledged it (waiting for room
         under the Receive Maximum first). MqttError if the broker refused it or the
-        connection is gone; BrokerLimitError if the broker cannot take it at all."""
+        connection is gone; BrokerLimitError if the broker cannot take it at all.
+        ``properties``: MQTT v5 publish properties by name (``response_topic``,
+        ``correlation_data``, ``message_expiry_interval``)."""
 
     def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False
                        ) -> Delivery:
