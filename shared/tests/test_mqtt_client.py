@@ -969,3 +969,17 @@ async def test_wait_closed_returns_when_the_broker_goes() -> None:
         assert not delivery.settled and client.send_quota == 0
         with pytest.raises(MqttError):
             client.publish_nowait("t", b"y")
+
+
+async def test_request_properties_reach_the_responder(broker: BrokerInfo, base_topic: str
+                                                      ) -> None:
+    """MQTT v5 request/response (section 4.10): the response topic and correlation data
+    a requester sets arrive with the message, byte for byte."""
+    async with Client(broker.host, broker.port) as responder, \
+            Client(broker.host, broker.port) as requester:
+        await responder.subscribe([Subscription(f"{base_topic}/ask", qos=1)])
+        await requester.publish(f"{base_topic}/ask", b"{}", qos=1, properties={
+            "response_topic": f"{base_topic}/replies/me", "correlation_data": b"\x00id-1"})
+        asked = await next_message(responder)
+        assert asked.properties["response_topic"] == f"{base_topic}/replies/me"
+        assert asked.properties["correlation_data"] == b"\x00id-1"
