@@ -84,7 +84,7 @@ def test_labels_and_mutes_are_not_history_and_not_subscribed(make: Any) -> None:
     assert topics.LABEL.filter(BASE) not in filters
     assert topics.MUTE.filter(BASE) not in filters
     assert filters == ["mw/miners/+/sample", "mw/miners/+/status", "mw/miners/+/info",
-                       "mw/alerts/+/+"]
+                       "mw/alerts/+/+", "mw/miners/+/command/result", "mw/miners/+/tune"]
     # and should one arrive anyway, nothing is stored from it
     label = MinerLabel(label="Garage Bitaxe", ts="2026-11-22T10:00:00.000Z")
     assert route(BASE, "mw/miners/rig-1/label", encode(label)) is None

@@ -117,9 +117,10 @@ def test_nothing_to_store_for_service_status_and_cleared_topics(make: Any) -> No
     assert route(BASE, "mw/alerts/rig-1/overheat", b"") is None
 
 
-def test_subscriptions_cover_the_four_history_topics_only() -> None:
+def test_subscriptions_cover_the_history_topics_only() -> None:
     assert subscriptions("mw") == [
         "mw/miners/+/sample", "mw/miners/+/status", "mw/miners/+/info", "mw/alerts/+/+",
+        "mw/miners/+/command/result", "mw/miners/+/tune",
     ]
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from minerwatch.shared import db
 from minerwatch.shared.config import Config, DatabaseConfig, MqttConfig, StoreConfig
 from minerwatch.shared.messages import Rejected
-from minerwatch.shared.schemas import encode
+from minerwatch.shared.schemas import CommandResult, TuneProgress, TuneStep, encode
 from minerwatch.store.__main__ import serve
 from minerwatch.store.fleet import FleetRollups
 from minerwatch.store.routing import route
@@ -113,7 +113,8 @@ old_rollups_1h = _old_rollup("rollups_1h")
 
 #: What this release added; all nullable, so ``create_schema`` adds them in place.
 #: Tables the previous release did not have (``create_all`` makes them).
-NEW_TABLES = {"fleet_rollups_1m", "fleet_rollups_1h", "fleet_dirty"}
+NEW_TABLES = {"fleet_rollups_1m", "fleet_rollups_1h", "fleet_dirty", "command_events",
+              "tune_runs", "tune_steps"}
 
 ADDED = {
     "samples": {"pool_fallback", "pool_connected", "blocks_found"},
@@ -245,6 +246,16 @@ async def test_create_schema_adds_the_new_columns_and_the_old_rows_read_back(
         route("mw", "mw/alerts/rig-1/offline", encode(make.alert(
             rule="offline", label="Garage", since="2026-11-22T09:59:00.000Z", muted=True))),
         route("mw", "mw/miners/rig-2/info", b"", clock=lambda: T0_MS),
+        route("mw", "mw/miners/rig-1/command/result", encode(CommandResult(
+            id="c1", miner_id="rig-1", action="restart", by="alerts", status="ok",
+            message="restarted", requested="2026-11-22T10:00:00.000Z",
+            ts="2026-11-22T10:01:00.000Z"))),
+        route("mw", "mw/miners/rig-1/tune", encode(TuneProgress(
+            run_id="r1", miner_id="rig-1", objective="efficiency", state="running",
+            phase="settling", by="cli", started="2026-11-22T10:00:00.000Z",
+            ts="2026-11-22T10:01:00.000Z", steps=[TuneStep(
+                index=0, frequency_mhz=525, core_voltage_mv=1150, stable=True,
+                ts="2026-11-22T10:01:00.000Z")]))),
     ]
     async with Writer(engine, batch_size=100, interval_s=30) as writer:
         for row in new_rows:
@@ -259,6 +270,10 @@ async def test_create_schema_adds_the_new_columns_and_the_old_rows_read_back(
     assert miners["rig-1"]["label"] == "Garage" and miners["rig-2"]["forgotten_ms"] == T0_MS
     alerts = {r["rule"]: r for r in await rows(engine, db.alert_events)}
     assert (alerts["offline"]["muted"], alerts["offline"]["since_ms"]) == (True, T0_MS - 60_000)
+    # the tables the old history did not have: made, and written to
+    assert [r["id"] for r in await rows(engine, db.command_events)] == ["c1"]
+    assert [r["run_id"] for r in await rows(engine, db.tune_runs)] == ["r1"]
+    assert [r["index"] for r in await rows(engine, db.tune_steps)] == [0]
 
 
 async def test_a_column_another_process_added_meanwhile_is_no_error(

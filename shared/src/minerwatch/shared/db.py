@@ -158,6 +158,72 @@ alert_events = Table(
 Index("ix_alert_events_ts", alert_events.c.ts_ms)
 Index("ix_alert_events_miner_ts", alert_events.c.miner_id, alert_events.c.ts_ms)
 
+#: The audit of control: one row per command that could change something (a
+#: ``CommandResult``; read-only ``settings`` commands are not kept), keyed by its id.
+#: ``ts_ms`` is when it ended, ``requested_ms`` when it was asked; ``changed`` (a list of
+#: field names), ``before`` and ``after`` (``MinerSettings``, never pool passwords) are JSON.
+command_events = Table(
+    "command_events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("miner_id", String(64), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("requested_ms", BigInteger, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("by", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("changed", JSON, nullable=False),
+    Column("before", JSON(none_as_null=True)),
+    Column("after", JSON(none_as_null=True)),
+)
+
+Index("ix_command_events_ts", command_events.c.ts_ms)
+Index("ix_command_events_miner_ts", command_events.c.miner_id, command_events.c.ts_ms)
+
+#: Autotune runs as last published (``TuneProgress``, less its live ``phase`` and
+#: ``progress``); ``best`` indexes the run's steps, ``original`` and ``applied`` are JSON
+#: ``MinerSettings``.
+tune_runs = Table(
+    "tune_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("miner_id", String(64), nullable=False),
+    Column("objective", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("by", Text, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),  # the latest progress stored
+    Column("best", Integer),
+    Column("original", JSON(none_as_null=True)),
+    Column("applied", JSON(none_as_null=True)),
+    Column("message", Text),
+)
+
+Index("ix_tune_runs_miner_started", tune_runs.c.miner_id, tune_runs.c.started_ms)
+
+#: The measured steps of each run (``TuneStep``); ``miner_id`` again, so purging a miner
+#: finds them without its runs.
+tune_steps = Table(
+    "tune_steps",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("index", Integer, primary_key=True),
+    Column("miner_id", String(64), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("frequency_mhz", Integer, nullable=False),
+    Column("core_voltage_mv", Integer, nullable=False),
+    Column("hashrate_ths", Float),
+    Column("expected_ths", Float),
+    Column("power_w", Float),
+    Column("efficiency_jth", Float),
+    Column("temp_c", Float),
+    Column("vr_temp_c", Float),
+    Column("reject_ratio", Float),
+    Column("stable", Boolean, nullable=False),
+    Column("reason", Text),
+)
+
 #: Gauges a rollup keeps as ``{name}_sum``, ``{name}_n`` (non-null count), ``_min``, ``_max``.
 ROLLUP_METRICS: tuple[str, ...] = fields.ROLLUP_MEAN
 #: Fields a rollup keeps as the value of its newest sample (counters and settings).

@@ -35,6 +35,10 @@ no one: only new events are notified.
 
 The service's own health (samples judged, alerts firing) goes out beside the session on
 ``{base}/services/alerts/stats`` (``shared.stats``).
+
+With ``[alerts.stalled] restart``, a ``stalled`` alert that fires asks the collector to
+restart the miner (``recovery``): a Command on ``{base}/miners/{miner_id}/command``, QoS
+1, not retained, at most once per ``restart_backoff_s`` per miner.
 """
 
 from __future__ import annotations
@@ -43,20 +47,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from typing import cast
 
 from minerwatch.alerts.baseline import HOUR_S, HOURS
 from minerwatch.alerts.engine import Evaluator
 from minerwatch.alerts.history import seed_hourly
 from minerwatch.alerts.mutes import Mutes
 from minerwatch.alerts.notify import Notifier
+from minerwatch.alerts.recovery import Restarts, restarts_configured
 from minerwatch.alerts.rules import ts_seconds
-from minerwatch.shared.config import Config
+from minerwatch.shared.config import Config, StalledRule
 from minerwatch.shared.errors import one_line
 from minerwatch.shared.messages import Rejected, decode_message
 from minerwatch.shared.metrics import stat
 from minerwatch.shared.mqtt import MqttLink
 from minerwatch.shared.mqtt.packets import Message, Subscription
-from minerwatch.shared.mqtt.protocol import Delivery, MqttClient
+from minerwatch.shared.mqtt.protocol import BrokerLimitError, Delivery, MqttClient, MqttError
 from minerwatch.shared.rejects import RejectLog
 from minerwatch.shared.schemas import (
     AlertEvent,
@@ -76,6 +82,7 @@ from minerwatch.shared.topics import (
     SAMPLE,
     STATUS,
     alert_topic,
+    command_topic,
     mute_topic,
 )
 from minerwatch.shared.topics import (
@@ -111,6 +118,11 @@ class AlertService:
         self.notifier = Notifier(config.alerts, public_url=config.api.public_url,
                                  timeout_s=notify_timeout_s)
         self.mutes = Mutes()
+        self.restarts = Restarts()
+        self._sending_restarts = asyncio.Lock()
+        if restarts_configured(config.alerts) and not config.control.enabled:
+            log.warning("[alerts.stalled] restart is on but [control] enabled is off: the "
+                        "collector will answer each restart with 'disabled'")
         self.link = MqttLink(config.mqtt, SERVICE, receive_maximum=RECEIVE_MAXIMUM)
         self.rejects = RejectLog(log)
         self.tick_s = tick_s
@@ -168,12 +180,14 @@ class AlertService:
         client.on_settled = self.settled
         self.subscribed.set()
         await self.publish(client, self.republished())
+        await self.send_restarts(client)  # any the broker did not take before
         ticker = asyncio.create_task(self.ticker(client))
         try:
             async for message in client.messages:
                 events = self.consume(message)
                 if events:  # most samples cause none: no coroutine to make and await
                     await self.publish(client, events)
+                    await self.send_restarts(client)
                 client.ack(message)
         finally:
             # ``messages`` ends by raising when the connection goes: that error (not the
@@ -222,6 +236,7 @@ class AlertService:
             await asyncio.sleep(self.tick_s)
             now = time.time()
             await self.publish(client, self.tick(now))
+            await self.send_restarts(client)
             for mute_id in self.mutes.expired(now):
                 log.info("mute %s expired: cleared", mute_id)
                 await client.publish(mute_topic(self.base, mute_id), b"", qos=1, retain=True)
@@ -334,12 +349,36 @@ class AlertService:
                      event.message, " (muted)" if event.muted else "")
             if not event.muted:
                 self.notifier.send(event)
+        self.restarts.on_events(events, self.stalled_rule, now)
         return events
+
+    def stalled_rule(self, miner_id: str) -> StalledRule:
+        """The miner's ``stalled`` rule, its overrides applied."""
+        miner = self.evaluator.miners.get(miner_id)
+        if miner is None:
+            return self.config.alerts.stalled
+        return cast(StalledRule, miner.settings["stalled"])
+
+    async def send_restarts(self, client: MqttClient) -> None:
+        """Publish the restarts asked (``recovery``); one the broker did not take waits
+        for the next session, one it refuses (an ACL) is dropped with a line."""
+        async with self._sending_restarts:  # the session and its ticker: one at a time
+            for command in self.restarts.due(time.time()):
+                topic = command_topic(self.base, command.miner_id)
+                try:
+                    await client.publish(topic, encode(command), qos=1, retain=False)
+                except (MqttError, BrokerLimitError) as exc:
+                    if not client.connected:
+                        return  # the connection went: still due, for the next session
+                    log.warning("restart of %s not sent: the broker refused it: %s",
+                                command.miner_id, one_line(exc))
+                self.restarts.sent(command)
 
     def forget(self, miner_id: str) -> None:
         """A forgotten miner: its state goes, and its alerts are not republished (the
         api clears their retained topics)."""
         self.evaluator.forget(miner_id)
+        self.restarts.forget(miner_id)
         prefix = alert_topic(self.base, miner_id, "")
         for held in (self._firing, self._events, self._unpublished):
             for topic in [t for t in held if t.startswith(prefix)]:

@@ -1,4 +1,5 @@
-"""``minerwatch-store``: subscribes to samples, status, info and alerts and writes history.
+"""``minerwatch-store``: subscribes to samples, status, info, alerts, command results and
+autotune progress and writes history (and the audit of control).
 
 Only the wiring lives here: the database is prepared first (a bad ``MINERWATCH_DB_URL``
 stops the service with one line; an unreachable database is waited for), then the MQTT

@@ -44,6 +44,9 @@ class Keep:
 
 
 def policy(config: StoreConfig) -> list[Keep]:
+    # Events are kept for good, as the status and alert events always were: the command
+    # audit and the autotune runs too (a few small rows per miner and day; purging a
+    # miner deletes them).
     keep_rollups = {"1m": config.keep_1m_days, "1h": config.keep_1h_days}
     return [
         Keep(db.samples, "ts_ms", config.keep_raw_days),

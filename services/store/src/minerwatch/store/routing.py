@@ -12,6 +12,12 @@ An empty ``info`` payload is a miner being forgotten (its retained topics cleare
 becomes a ``ForgetRow`` that stamps ``miners.forgotten_ms`` with the time it arrived,
 keeping the miner's history. The miner's ``label`` and the ``mute`` topics are not
 history: the store does not subscribe to them (the label reaches it inside the info).
+
+Control is audited: a ``CommandResult`` on ``command/result`` becomes a ``CommandRow``
+(none for the read-only actions, ``schemas.READ_ONLY_ACTIONS``), a ``TuneProgress`` on
+``tune`` a ``TuneRow``: the run and every step so far. Pool passwords never reach a row
+(the collector leaves them out; the store makes sure), and a step's non-finite reading
+is null.
 """
 
 from __future__ import annotations
@@ -20,14 +26,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
+import msgspec
 from sqlalchemy import BigInteger, Integer, String, Table
 from sqlalchemy.types import TypeEngine
 
 from minerwatch.shared import db, topics
 from minerwatch.shared.messages import Rejected, decode_message
-from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample
+from minerwatch.shared.schemas import (
+    READ_ONLY_ACTIONS,
+    AlertEvent,
+    CommandResult,
+    MinerInfo,
+    MinerSettings,
+    MinerStatus,
+    Sample,
+    TuneProgress,
+    finite,
+)
 from minerwatch.store.retention import Horizon
 
 Values = dict[str, Any]
@@ -60,12 +77,31 @@ class ForgetRow:
     values: Values
 
 
-Row: TypeAlias = SampleRow | InfoRow | StatusRow | AlertRow | ForgetRow
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    """A command's result: its ``command_events`` row."""
+
+    values: Values
+
+
+@dataclass(frozen=True, slots=True)
+class TuneRow:
+    """An autotune run's progress: its ``tune_runs`` row in ``values``, its steps'
+    ``tune_steps`` rows in ``steps``."""
+
+    values: Values
+    steps: tuple[Values, ...]
+
+
+Row: TypeAlias = (SampleRow | InfoRow | StatusRow | AlertRow | ForgetRow | CommandRow
+                  | TuneRow)
 #: What one message comes to: a row, a reason it was refused, or nothing to store.
 Routed: TypeAlias = Row | Rejected | None
 
-#: The topics that are history (service status, label and mute topics are not).
-HISTORY_TOPICS = (topics.SAMPLE, topics.STATUS, topics.INFO, topics.ALERT)
+#: The topics that are history (service status, label and mute topics are not; nor
+#: commands: their results are the audit).
+HISTORY_TOPICS = (topics.SAMPLE, topics.STATUS, topics.INFO, topics.ALERT,
+                  topics.COMMAND_RESULT, topics.TUNE)
 
 
 def subscriptions(base: str) -> list[str]:
@@ -115,6 +151,50 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def settings_json(settings: MinerSettings | None) -> Values | None:
+    """Settings as their JSON column holds them: every field, pool passwords removed."""
+    if settings is None:
+        return None
+    values = msgspec.to_builtins(settings)
+    for pool in (values.get("pools") or {}).values():
+        if pool is not None:
+            pool["password"] = None
+    return cast(Values, values)
+
+
+def command_row(result: CommandResult) -> Values:
+    return {
+        "id": result.id, "miner_id": result.miner_id, "ts_ms": db.ts_to_ms(result.ts),
+        "requested_ms": db.ts_to_ms(result.requested), "action": result.action,
+        "by": result.by, "status": result.status, "message": result.message,
+        "changed": list(result.changed), "before": settings_json(result.before),
+        "after": settings_json(result.after),
+    }
+
+
+_STEP_READINGS = ("hashrate_ths", "expected_ths", "power_w", "efficiency_jth", "temp_c",
+                  "vr_temp_c", "reject_ratio")
+
+
+def tune_rows(progress: TuneProgress) -> TuneRow:
+    run = {
+        "run_id": progress.run_id, "miner_id": progress.miner_id,
+        "objective": progress.objective, "state": progress.state, "by": progress.by,
+        "started_ms": db.ts_to_ms(progress.started), "ts_ms": db.ts_to_ms(progress.ts),
+        "best": progress.best, "original": settings_json(progress.original),
+        "applied": settings_json(progress.applied), "message": progress.message,
+    }
+    steps = []
+    for step in progress.steps:
+        values = msgspec.structs.asdict(step)
+        values["ts_ms"] = db.ts_to_ms(values.pop("ts"))
+        for name in _STEP_READINGS:
+            values[name] = finite(values[name])
+        values["run_id"], values["miner_id"] = progress.run_id, progress.miner_id
+        steps.append(values)
+    return TuneRow(run, tuple(steps))
+
+
 def route(base: str, topic: str, payload: bytes | bytearray | memoryview | str, *,
           horizon: Horizon | None = None, clock: Callable[[], int] = now_ms) -> Routed:
     """The row one message stands for; a Rejected (one line, naming the topic) for a
@@ -144,6 +224,17 @@ def route(base: str, topic: str, payload: bytes | bytearray | memoryview | str, 
         row, table = InfoRow(db.info_row(message)), db.miners
     elif isinstance(message, AlertEvent):
         row, table = AlertRow(db.alert_row(message)), db.alert_events
+    elif isinstance(message, CommandResult):
+        if message.action in READ_ONLY_ACTIONS:
+            return None  # it changed nothing: not audited
+        row, table = CommandRow(command_row(message)), db.command_events
+    elif isinstance(message, TuneProgress):
+        tune = tune_rows(message)
+        problem = next((p for p in (misfit(db.tune_steps, step) for step in tune.steps)
+                        if p is not None), None)
+        if problem is not None:
+            return Rejected(topic, decoded.spec.name, f"a step's {problem}")
+        row, table = tune, db.tune_runs
     else:
         return None  # deleted (empty), or a service's state
     problem = misfit(table, row.values)

@@ -16,6 +16,11 @@ a status the collector republishes to refresh ``last_seen`` (same state and sinc
 moves ``last_seen_ms`` there and in its ``status_events`` row, never adding an event. A
 forgotten miner (an empty info) gets ``forgotten_ms``; any info or status stored after
 it sets it back to NULL: the miner is back.
+
+A command's result is inserted once (its id is the key: a redelivery changes nothing).
+An autotune run and its steps are upserted from each progress message, unless the row
+holds a newer one already (a late redelivery, or the retained progress again after a
+reconnect, changes nothing).
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ from minerwatch.shared.config import ConfigError
 from minerwatch.shared.errors import one_line
 from minerwatch.store.routing import (
     AlertRow,
+    CommandRow,
     ForgetRow,
     InfoRow,
     Row,
     SampleRow,
     StatusRow,
+    TuneRow,
     Values,
 )
 from minerwatch.store.samples import write_samples
@@ -149,6 +156,9 @@ class Batch:
     status_events: dict[tuple[str, int, str], Values] = field(default_factory=dict)
     alerts: list[Values] = field(default_factory=list)
     forgets: dict[str, Values] = field(default_factory=dict)
+    commands: dict[str, Values] = field(default_factory=dict)
+    tune_runs: dict[str, Values] = field(default_factory=dict)
+    tune_steps: dict[tuple[str, int], Values] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rows: Iterable[Row]) -> Batch:
@@ -175,7 +185,37 @@ class Batch:
                     batch.alerts.append(values)
                 case ForgetRow():
                     batch.forgets[values["miner_id"]] = values
+                case CommandRow():
+                    batch.commands.setdefault(values["id"], values)
+                case TuneRow():
+                    _keep_newest(batch.tune_runs, values["run_id"], values)
+                    for step in row.steps:
+                        _keep_newest(batch.tune_steps, (step["run_id"], step["index"]), step)
         return batch
+
+
+def _keep_newest(held: dict[Any, Values], key: Any, values: Values) -> None:
+    """The later of two rows by ``ts_ms`` (on a tie, the one added last)."""
+    other = held.get(key)
+    if other is None or values["ts_ms"] >= other["ts_ms"]:
+        held[key] = values
+
+
+_TUNE_RUN_COLUMNS = tuple(c.name for c in db.tune_runs.columns if c.name != "run_id")
+_TUNE_STEP_COLUMNS = tuple(c.name for c in db.tune_steps.columns
+                           if c.name not in ("run_id", "index"))
+
+
+async def _upsert_newer(conn: AsyncConnection, table: Table, keys: list[str],
+                        columns: Sequence[str], rows: list[Values]) -> None:
+    """Insert, or update a row whose ``ts_ms`` is not newer than the one given."""
+    stmt = _insert(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys,
+        set_={name: stmt.excluded[name] for name in columns},
+        where=stmt.excluded.ts_ms >= table.c.ts_ms,
+    )
+    await conn.execute(stmt, rows)
 
 
 async def write_rows(conn: AsyncConnection, rows: Sequence[Row]) -> int:
@@ -229,12 +269,21 @@ async def write_rows(conn: AsyncConnection, rows: Sequence[Row]) -> int:
             set_={"forgotten_ms": stmt.excluded.forgotten_ms},
         )
         await conn.execute(stmt, list(batch.forgets.values()))
+    if batch.commands:
+        stmt = _insert(conn, db.command_events).on_conflict_do_nothing()
+        await conn.execute(stmt, list(batch.commands.values()))
+    if batch.tune_runs:
+        await _upsert_newer(conn, db.tune_runs, ["run_id"], _TUNE_RUN_COLUMNS,
+                            list(batch.tune_runs.values()))
+    if batch.tune_steps:
+        await _upsert_newer(conn, db.tune_steps, ["run_id", "index"], _TUNE_STEP_COLUMNS,
+                            list(batch.tune_steps.values()))
     return new_samples
 
 
 def _row_key(row: Row) -> str:
     values = row.values
-    keys = ("miner_id", "ts_ms", "since_ms", "rule")
+    keys = ("miner_id", "ts_ms", "since_ms", "rule", "id", "run_id")
     return " ".join(f"{k}={values[k]}" for k in keys if k in values)
 
 
