@@ -45,6 +45,29 @@ async def live_fleet() -> AsyncIterator[Fleet]:
 
 
 CgCall = Callable[..., Awaitable[bytes]]
+Eventually = Callable[..., Awaitable[object]]
+
+
+async def _eventually(check: Callable[[], object], timeout: float = 5.0) -> object:
+    """Retry ``check`` until it returns something truthy without an AssertionError."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            problem: object = f"returned {result!r}"
+        except AssertionError as exc:
+            problem = exc
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {problem}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """Wait for a condition (a plain check), never for a fixed time."""
+    return _eventually
 
 
 async def _cgminer_call(port: int, request: bytes, timeout: float = 2.0) -> bytes:

@@ -115,7 +115,7 @@ async def test_values_move_on_the_real_clock(live_fleet: Fleet) -> None:
 async def test_other_paths_404(fleet: Fleet) -> None:
     url = http_base(fleet.miners[0].url)
     async with httpx.AsyncClient() as client:
-        assert (await client.get(url + "/api/system/asic")).status_code == 404
+        assert (await client.get(url + "/api/system/statistics")).status_code == 404
         assert (await client.get(url + "/")).status_code == 404
         assert (await client.post(url + INFO)).status_code == 405
 

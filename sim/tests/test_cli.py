@@ -57,6 +57,7 @@ def test_print_urls_defaults() -> None:
         ("--base-port", "65535", "--axeos", "3"),
         ("--axeos", "-1"),
         ("--first-index", "-1"),
+        ("--otp-secret", "not base32!"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: tuple[str, ...]) -> None:
@@ -145,3 +146,40 @@ async def test_another_host_index_and_firmware() -> None:
             await proc.wait()
     assert (info["hostname"], info["macAddr"]) == ("bitaxe-7", "02:4D:57:00:00:07")
     assert info["version"] == "v2.14.0"
+
+
+async def test_web_cgi_and_otp_options() -> None:
+    control_port = free_port()
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DP"
+    proc = await asyncio.create_subprocess_exec(
+        str(SCRIPT), "--axeos", "1", "--cgminer", "1", "--base-port", "0", "--web",
+        "--otp-secret", secret, "--control-port", str(control_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    control = f"http://127.0.0.1:{control_port}"
+    try:
+        state = None
+        deadline = time.monotonic() + 15
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while state is None:
+                assert time.monotonic() < deadline, "control API never came up"
+                try:
+                    state = (await client.get(f"{control}/miners/cgminer-0")).json()
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            reboot = f"http://127.0.0.1:{state['web_port']}/cgi-bin/reboot.cgi"
+            assert (await client.get(reboot)).status_code == 401
+            axeos = (await client.get(f"{control}/miners/axeos-0")).json()
+            assert axeos["otp_secret"] == secret
+            patch = await client.patch(axeos["url"].replace("axeos://", "http://")
+                                       + "/api/system", json={"frequency": 500})
+            assert patch.status_code == 401
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    assert f"cgminer-0 web CGI http://127.0.0.1:{state['web_port']}/cgi-bin/reboot.cgi" in (
+        stderr.decode())

@@ -8,7 +8,8 @@ import logging
 import signal
 import sys
 
-from minerwatch.sim.axeos import DEFAULT_VERSION
+from minerwatch.sim.axeos import DEFAULT_VERSION, check_otp_secret
+from minerwatch.sim.cgminer import REBOOT_PATH
 from minerwatch.sim.control import ControlApi
 from minerwatch.sim.fleet import Fleet, check_counts, check_host, fleet_urls
 
@@ -46,6 +47,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--control-port", type=int, default=0, help="control API port on 127.0.0.1 (0: off)"
     )
     parser.add_argument(
+        "--otp-secret",
+        default=None,
+        help="base32 TOTP secret: AxeOS writes then need an X-TOTP header (NerdQAxe)",
+    )
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="CGMiner miners also serve the Antminer web CGI (/cgi-bin/reboot.cgi, digest "
+        "auth root/root) on an ephemeral port each",
+    )
+    parser.add_argument(
         "--print-urls",
         action="store_true",
         help="print the comma-separated miner URLs and exit (binds nothing)",
@@ -62,6 +74,8 @@ async def serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         axeos_version=args.axeos_version,
         first_index=args.first_index,
+        otp_secret=args.otp_secret,
+        web=args.web,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,6 +86,9 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         for miner in fleet.miners:
             log.info("%s %s", miner.name, miner.url)
+        for cg in fleet.cgminer_miners:
+            if cg.web_url is not None:
+                log.info("%s web CGI %s%s", cg.name, cg.web_url, REBOOT_PATH)
         if args.control_port:
             control = ControlApi(fleet, args.control_port)
             await control.start()
@@ -94,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("first index cannot be negative")
         if not 0 <= args.control_port <= 65535:
             raise ValueError(f"control port {args.control_port} is not a TCP port")
+        if args.otp_secret is not None:
+            check_otp_secret(args.otp_secret)
         if args.print_urls:
             print(",".join(fleet_urls(args.axeos, args.cgminer, args.host, args.base_port)))
             return 0

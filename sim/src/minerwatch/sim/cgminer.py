@@ -3,17 +3,25 @@
 One request per connection, as on the real thing: read a command (JSON ``{"command":...}``
 or the plain-text form), write the JSON reply and a NUL byte, close. Stock firmware reports
 no power figure, so neither does this.
+
+Write commands as with ``--api-allow W:127.0.0.1``: ``restart``, ``switchpool|N``,
+``privileged`` and the Avalon-style ``ascset|0,softoff|softon|reboot,...``; with the
+``privileged`` quirk off they are denied (code 45). With ``web`` on, the miner also serves
+the stock web CGI ``/cgi-bin/reboot.cgi`` behind HTTP Digest auth on a second port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
 
-from minerwatch.sim.miner import Clock, SimMiner
-from minerwatch.sim.model import ANTMINER_S19_PRO, Fault, MinerModel, hash_unit
+from minerwatch.sim.digest import DigestGuard, Verdict
+from minerwatch.sim.h11server import Reply, Request, protocol_factory
+from minerwatch.sim.miner import Clock, SimMiner, close_listener, open_listener
+from minerwatch.sim.model import ANTMINER_S19_PRO, Fault, MinerModel, Pool, hash_unit
 
 DESCRIPTION = "bmminer 1.0.0"
 MODEL_TYPE = "Antminer S19 Pro"
@@ -28,6 +36,12 @@ POOLS = (
 )
 MAX_REQUEST = 64 * 1024
 JSON_WAIT_S = 0.5  # how long a half-sent JSON command may take to complete
+POOL_PASSWORD = "x"
+#: Commands of cgminer's write group: only with W access (``--api-allow W:...``), never in
+#: a ``+`` join.
+PRIVILEGED = frozenset({"restart", "switchpool", "privileged", "ascset"})
+WEB_REALM = "antMiner Configuration"
+REBOOT_PATH = "/cgi-bin/reboot.cgi"
 
 
 def status(severity: str, code: int, msg: str, now: float) -> dict[str, Any]:
@@ -193,7 +207,8 @@ def stats_reply(model: MinerModel, now: float) -> dict[str, Any]:
     chips = chip_temps(model, now)
     pcbs = pcb_temps(model, now, chips)
     fans = fan_rpms(model, now)
-    ideal = ANTMINER_S19_PRO.expected_ghs
+    ideal = model.expected_now_ghs()
+    frequency = round(model.settings.frequency_mhz)
     data: dict[str, Any] = {
         "STATS": 0,
         "ID": "BC50",
@@ -206,7 +221,7 @@ def stats_reply(model: MinerModel, now: float) -> dict[str, Any]:
         # a number here while summary sends a string: exactly what bmminer does
         "GHS av": round(0.0 if model.paused else model.average_ghs(now), 2),
         "miner_count": CHAINS,
-        "frequency": str(FREQUENCY_MHZ),
+        "frequency": str(frequency),
         "fan_num": len(fans),
     }
     for fan, rpm in enumerate(fans, start=1):
@@ -223,7 +238,7 @@ def stats_reply(model: MinerModel, now: float) -> dict[str, Any]:
         {
             "total_rateideal": ideal,
             "rate_unit": "GH",
-            "total_freqavg": float(FREQUENCY_MHZ),
+            "total_freqavg": float(frequency),
             "total_acn": CHAINS * CHIPS_PER_CHAIN,
             "total rate": round(sum(rates), 2),
             "temp_max": max(max(board) for board in chips),
@@ -237,7 +252,7 @@ def stats_reply(model: MinerModel, now: float) -> dict[str, Any]:
         data[f"chain_acs{n}"] = chip_status(model.key, chain)
         data[f"chain_hw{n}"] = hardware_errors(model, now) // CHAINS
         data[f"chain_rate{n}"] = _ghs_text(rates[chain])
-        data[f"freq{n}"] = FREQUENCY_MHZ
+        data[f"freq{n}"] = frequency
     data["miner_version"] = "uart_trans.1.3"
     data["miner_id"] = f"{model.key & ((1 << 64) - 1):016x}"
     return {
@@ -255,31 +270,32 @@ def stats_reply(model: MinerModel, now: float) -> dict[str, Any]:
     }
 
 
-def pool_states(condition: Fault) -> tuple[list[str], int | None]:
-    """Each pool's ``Status`` and the number of the one in use (None: no pool connection).
-
-    Pools are listed in priority order, so number and ``Priority`` are the same.
-    """
+def pool_states(condition: Fault, priority: tuple[int, ...]) -> tuple[list[str], int | None]:
+    """Each pool's ``Status`` by number and the number of the one in use (None: no pool
+    connection). ``priority`` lists the pool numbers, first priority first."""
+    states = ["Alive"] * len(priority)
     if condition is Fault.POOL_DOWN:
-        return ["Dead"] * len(POOLS), None
+        return ["Dead"] * len(priority), None
     if condition is Fault.FALLBACK_POOL:
-        return ["Dead"] + ["Alive"] * (len(POOLS) - 1), 1
-    return ["Alive"] * len(POOLS), 0
+        states[priority[0]] = "Dead"
+        return states, priority[1]
+    return states, priority[0]
 
 
-def pools_reply(model: MinerModel, now: float, user: str) -> dict[str, Any]:
+def pools_reply(model: MinerModel, now: float) -> dict[str, Any]:
     accepted, rejected = model.shares(now)
-    states, in_use = pool_states(model.condition)
-    worked = 0 if in_use is None else in_use  # the pool the share counts belong to
+    settings = model.settings
+    states, in_use = pool_states(model.condition, settings.pool_priority)
+    worked = settings.pool_priority[0] if in_use is None else in_use  # whose shares these are
     pools = []
-    for number, url in enumerate(POOLS):
+    for number, pool in enumerate(settings.pools):
         counted = number == worked
         pools.append(
             {
                 "POOL": number,
-                "URL": url,
+                "URL": pool.url,
                 "Status": states[number],
-                "Priority": number,
+                "Priority": settings.pool_priority.index(number),
                 "Quota": 1,
                 "Long Poll": "N",
                 "Getworks": accepted + rejected + 7 if counted else 1,
@@ -289,7 +305,7 @@ def pools_reply(model: MinerModel, now: float, user: str) -> dict[str, Any]:
                 "Stale": 0,
                 "Get Failures": 0,
                 "Remote Failures": 0,
-                "User": user,
+                "User": pool.user,
                 "Last Share Time": "0:00:01" if counted else "0",
                 "Diff": "65.5K",
                 "Diff1 Shares": 0,
@@ -301,7 +317,7 @@ def pools_reply(model: MinerModel, now: float, user: str) -> dict[str, Any]:
                 "Last Share Difficulty": float(POOL_DIFFICULTY) if counted else 0.0,
                 "Has Stratum": True,
                 "Stratum Active": number == in_use,
-                "Stratum URL": url.split("://", 1)[1].rsplit(":", 1)[0],
+                "Stratum URL": pool.host,
                 "Has GBT": False,
                 "Best Share": int(model.best_ever(now)) if counted else 0,
                 "Pool Rejected%": round(100.0 * rejected / max(1, accepted + rejected), 4)
@@ -311,16 +327,86 @@ def pools_reply(model: MinerModel, now: float, user: str) -> dict[str, Any]:
             }
         )
     return {
-        "STATUS": [status("S", 7, f"{len(POOLS)} Pool(s)", now)],
+        "STATUS": [status("S", 7, f"{len(pools)} Pool(s)", now)],
         "POOLS": pools,
         "id": 1,
     }
 
 
-def answer(miner: CGMinerMiner, command: str, now: float) -> dict[str, Any]:
+def _reply(severity: str, code: int, msg: str, now: float) -> dict[str, Any]:
+    return {"STATUS": [status(severity, code, msg, now)], "id": 1}
+
+
+def switchpool_reply(miner: CGMinerMiner, parameter: str | None, now: float) -> dict[str, Any]:
+    """Make pool N the first priority (the others keep their order), as cgminer does."""
+    settings = miner.model.settings
+    last = len(settings.pools) - 1
+    if parameter is None or not parameter.strip():
+        return _reply("E", 25, "Missing pool id parameter", now)
+    try:
+        number = int(parameter.strip())
+    except ValueError:
+        number = -1
+    if not 0 <= number <= last:
+        return _reply("E", 26, f"Invalid pool id {number} - range is 0 - {last}", now)
+    order = (number, *(n for n in settings.pool_priority if n != number))
+    miner.model.apply_settings(dataclasses.replace(settings, pool_priority=order), now)
+    return _reply("S", 27, f"Switching to pool {number}:'{settings.pools[number].url}'", now)
+
+
+def ascset_reply(miner: CGMinerMiner, parameter: str | None, now: float) -> dict[str, Any]:
+    """The Avalon ``ascset|0,softoff,1:<ts>`` / ``softon`` (pause, resume; at once, whatever
+    the time) and ``ascset|0,reboot,0`` (restart)."""
+    if parameter is None or not parameter.strip():
+        return _reply("E", 15, "Missing device id parameter", now)
+    device, _, rest = parameter.partition(",")
+    try:
+        number = int(device.strip())
+    except ValueError:
+        number = -1
+    if number != 0:
+        return _reply("E", 107, f"Invalid ASC id {number} - range is 0 - 0", now)
+    option = rest.partition(",")[0].strip().lower()
+    if not option:
+        return _reply("E", 116, "Missing option after ASC number", now)
+    if option in ("softoff", "softon"):
+        miner.set_paused(option == "softoff")
+    elif option == "reboot":
+        miner.request_restart()
+    else:
+        return _reply("E", 120, f"ASC 0 set failed: unknown option '{option}'", now)
+    return _reply("S", 119, "ASC 0 set OK", now)
+
+
+def privileged_reply(
+    miner: CGMinerMiner, command: str, parameter: str | None, now: float
+) -> dict[str, Any]:
+    if not miner.quirks.privileged:
+        return _reply("E", 45, f"Access denied to '{command}' command", now)
+    if command == "privileged":
+        return _reply("S", 46, "Privileged access OK", now)
+    if command == "restart":
+        miner.request_restart()
+        return _reply("S", 0, "RESTART", now)
+    if command == "switchpool":
+        return switchpool_reply(miner, parameter, now)
+    return ascset_reply(miner, parameter, now)
+
+
+def answer(
+    miner: CGMinerMiner, command: str, now: float, parameter: str | None = None
+) -> dict[str, Any]:
     """The reply to one command, or a ``{"cmd":[reply],...}`` object for ``a+b``."""
     if "+" in command:
-        return {part: [answer(miner, part, now)] for part in command.split("+") if part}
+        return {
+            part: [
+                _reply("E", 45, f"Access denied to '{part}' command", now)
+                if part in PRIVILEGED
+                else answer(miner, part, now)
+            ]
+            for part in command.split("+")
+            if part
+        }
     model = miner.model
     if command == "version":
         return version_reply(model, now)
@@ -329,20 +415,22 @@ def answer(miner: CGMinerMiner, command: str, now: float) -> dict[str, Any]:
     if command == "stats":
         return stats_reply(model, now)
     if command == "pools":
-        return pools_reply(model, now, miner.pool_user)
+        return pools_reply(model, now)
+    if command in PRIVILEGED:
+        return privileged_reply(miner, command, parameter, now)
     return error_reply(14, "Invalid command", now)
 
 
-def parse_request(raw: bytes, complete: bool) -> str | dict[str, Any] | None:
-    """The command in ``raw``; an error reply for input that cannot be one; None: wait.
-
-    ``complete`` means no more bytes will come (NUL, newline or EOF seen, or time is up).
-    """
+def parse_command(raw: bytes, complete: bool) -> tuple[str, str | None] | dict[str, Any] | None:
+    """(command, parameter) in ``raw``; an error reply for input that cannot be one; None:
+    wait. ``complete`` means no more bytes will come (NUL, newline or EOF seen, or time is
+    up)."""
     text = raw.replace(b"\0", b"").strip().decode("utf-8", "replace")
     if not text:
         return {"code": 23, "msg": "Invalid JSON"} if complete else None
     if not text.startswith("{"):
-        return text.split("|", 1)[0].strip()  # plain-text form: "summary" or "cmd|param"
+        name, bar, parameter = text.partition("|")  # plain text: "summary", "cmd|param"
+        return name.strip(), parameter if bar else None
     try:
         request = json.loads(text)
     except ValueError:
@@ -350,7 +438,15 @@ def parse_request(raw: bytes, complete: bool) -> str | dict[str, Any] | None:
     command = request.get("command") if isinstance(request, dict) else None
     if not isinstance(command, str) or not command:
         return {"code": 24, "msg": "Missing JSON 'command'"}
-    return command.strip()
+    value = request.get("parameter")
+    usable = isinstance(value, str | int | float) and not isinstance(value, bool)
+    return command.strip(), str(value) if usable else None
+
+
+def parse_request(raw: bytes, complete: bool) -> str | dict[str, Any] | None:
+    """The command alone in ``raw`` (see ``parse_command``)."""
+    parsed = parse_command(raw, complete)
+    return parsed[0] if isinstance(parsed, tuple) else parsed
 
 
 def garbage_reply(reply: bytes, number: int, key: int) -> bytes:
@@ -397,7 +493,7 @@ class CGMinerProtocol(asyncio.Protocol):
         self._cancel_timer()
 
     def _try(self, complete: bool) -> None:
-        parsed = parse_request(bytes(self._buffer), complete)
+        parsed = parse_command(bytes(self._buffer), complete)
         if parsed is None:
             # half a JSON object: give the rest a moment, then answer what we have
             if self._timer is None:
@@ -413,7 +509,7 @@ class CGMinerProtocol(asyncio.Protocol):
         if isinstance(parsed, dict):
             reply: dict[str, Any] = error_reply(parsed["code"], parsed["msg"], now)
         else:
-            reply = answer(miner, parsed, now)
+            reply = answer(miner, parsed[0], now, parsed[1])
         self._finish(json.dumps(reply, separators=(",", ":")))
 
     def _finish(self, text: str) -> None:
@@ -437,15 +533,43 @@ class CGMinerMiner(SimMiner):
     scheme = "cgminer"
 
     def __init__(
-        self, index: int, host: str, port: int, clock: Clock, seed: int, t0: float
+        self,
+        index: int,
+        host: str,
+        port: int,
+        clock: Clock,
+        seed: int,
+        t0: float,
+        web: bool = False,
+        web_port: int = 0,
     ) -> None:
+        """``web``: also serve the stock web CGI on ``web_port`` (0: an ephemeral one)."""
         model = MinerModel.create(seed, "cgminer", index, ANTMINER_S19_PRO, t0)
         super().__init__(f"cgminer-{index}", index, host, port, model, clock, seed)
         self.pool_user = f"minerwatchsim.cgminer{index}"
+        pools = []
+        for url in POOLS:
+            host_port = url.split("://", 1)[1]
+            pool_host, _, pool_port = host_port.rpartition(":")
+            pools.append(Pool(pool_host, int(pool_port), self.pool_user, POOL_PASSWORD))
+        model.settings = dataclasses.replace(
+            model.settings, pools=tuple(pools), pool_priority=tuple(range(len(pools)))
+        )
+        self.web = web
+        self.web_port: int | None = web_port if web else None  # 0 until bound
+        self.web_requests = 0
+        self._web_server: asyncio.AbstractServer | None = None
+        self._web_connections: set[asyncio.BaseTransport] = set()
+        self._digest = DigestGuard(WEB_REALM)
 
     @property
     def connections(self) -> set[asyncio.BaseTransport]:
         return self._connections
+
+    @property
+    def web_url(self) -> str | None:
+        """``http://host:port`` of the web CGI, once it listens (None: no web CGI)."""
+        return f"http://{self.host}:{self.web_port}" if self.web and self.web_port else None
 
     def report(self, now: float) -> dict[str, Any]:
         return {
@@ -458,6 +582,53 @@ class CGMinerMiner(SimMiner):
 
     def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
         return lambda: CGMinerProtocol(self)
+
+    async def _listen_more(self) -> None:
+        if self.web:
+            self._web_server, self.web_port = await open_listener(
+                f"{self.name} web",
+                self.host,
+                self.web_port or 0,
+                protocol_factory(self.handle_web, self._web_connections),
+            )
+
+    async def _unlisten_more(self) -> None:
+        server, self._web_server = self._web_server, None
+        await close_listener(server, self._web_connections)
+
+    def handle_web(self, request: Request) -> Reply | None:
+        """The stock lighttpd: ``/cgi-bin/reboot.cgi`` behind Digest auth reboots."""
+        if self.fault is Fault.TIMEOUT:
+            return None
+        self.web_requests += 1
+        path = request.target.split("?", 1)[0]
+        if path != REBOOT_PATH:
+            return Reply(404, b"404 - Not Found", "text/html")
+        if request.method not in ("GET", "POST"):
+            return Reply(405, b"405 - Method Not Allowed", "text/html")
+        verdict = self._digest.check(
+            request.headers.get("authorization"),
+            request.method,
+            request.target,
+            self.quirks.web_user,
+            self.quirks.web_password,
+        )
+        if verdict is not Verdict.OK:
+            challenge = self._digest.challenge(stale=verdict is Verdict.STALE)
+            return Reply(401, b"401 - Unauthorized", "text/html",
+                         (("WWW-Authenticate", challenge),))
+        self.request_restart()
+        return Reply(200, b"<html><body>Rebooting...</body></html>", "text/html")
+
+    def control_state(self) -> dict[str, Any]:
+        settings = self.model.settings
+        return super().control_state() | {
+            "pool_priority": list(settings.pool_priority),
+            "pools_by_number": [pool.url for pool in settings.pools],
+            "privileged": self.quirks.privileged,
+            "web_port": self.web_port if self.web else None,
+            "web_user": self.quirks.web_user if self.web else None,
+        }
 
 
 def normalize(report: dict[str, Any]) -> dict[str, Any]:

@@ -13,12 +13,15 @@ import resource
 import time
 from types import TracebackType
 
-from minerwatch.sim.axeos import DEFAULT_VERSION, AxeOSMiner
+from minerwatch.sim.axeos import DEFAULT_VERSION, AxeOSMiner, check_otp_secret
 from minerwatch.sim.cgminer import CGMinerMiner
-from minerwatch.sim.miner import Clock, SimMiner
-from minerwatch.sim.model import Fault
+from minerwatch.sim.miner import Clock, Quirks, SimMiner
+from minerwatch.sim.model import Fault, Settings
 
-__all__ = ["Fault", "Fleet", "SimMiner", "check_host", "fleet_urls"]
+__all__ = [
+    "AxeOSMiner", "CGMinerMiner", "Fault", "Fleet", "Quirks", "Settings", "SimMiner",
+    "check_host", "fleet_urls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +88,20 @@ class Fleet:
         clock: Clock = time.time,
         first_index: int = 0,
         axeos_version: str = DEFAULT_VERSION,
+        otp_secret: str | None = None,
+        web: bool = False,
     ) -> None:
         """``first_index`` numbers the miners from there (names, MACs and values follow it),
         so fleets on different hosts do not look like the same miners. ``axeos_version``
-        is the AxeOS firmware they report: v2.14.0 or later also serves the live WebSocket."""
+        is the AxeOS firmware they report: v2.14.0 or later also serves the live WebSocket.
+        ``otp_secret`` (base32) makes every AxeOS miner want a TOTP on writes (NerdQAxe);
+        ``web`` gives every CGMiner miner the stock Antminer web CGI on an ephemeral port."""
         check_host(host)
         check_counts(axeos, cgminer, base_port)
         if first_index < 0:
             raise ValueError("first index cannot be negative")
+        if otp_secret is not None:
+            check_otp_secret(otp_secret)
         self.host = host
         self.base_port = base_port
         self.seed = seed
@@ -107,9 +116,11 @@ class Fleet:
             for i in range(axeos)
         ]
         self.miners += [
-            CGMinerMiner(first_index + j, host, port_of(axeos + j), clock, seed, t0)
+            CGMinerMiner(first_index + j, host, port_of(axeos + j), clock, seed, t0, web=web)
             for j in range(cgminer)
         ]
+        for miner in self.axeos_miners:
+            miner.quirks.otp_secret = otp_secret
         self._by_name = {miner.name: miner for miner in self.miners}
         self._started = False
 
@@ -138,6 +149,28 @@ class Fleet:
 
     async def _close_all(self) -> None:
         await asyncio.gather(*(miner.stop() for miner in self.miners), return_exceptions=True)
+
+    @property
+    def axeos_miners(self) -> list[AxeOSMiner]:
+        return [miner for miner in self.miners if isinstance(miner, AxeOSMiner)]
+
+    @property
+    def cgminer_miners(self) -> list[CGMinerMiner]:
+        return [miner for miner in self.miners if isinstance(miner, CGMinerMiner)]
+
+    def axeos(self, name: str) -> AxeOSMiner:
+        """The AxeOS miner called ``name``; KeyError when there is none."""
+        miner = self.by_name(name)
+        if not isinstance(miner, AxeOSMiner):
+            raise KeyError(f"{name!r} is not an AxeOS miner")
+        return miner
+
+    def cgminer(self, name: str) -> CGMinerMiner:
+        """The CGMiner miner called ``name``; KeyError when there is none."""
+        miner = self.by_name(name)
+        if not isinstance(miner, CGMinerMiner):
+            raise KeyError(f"{name!r} is not a CGMiner miner")
+        return miner
 
     def by_name(self, name: str) -> SimMiner:
         """The miner called ``name``; KeyError when there is none."""

@@ -43,6 +43,7 @@ class Reply:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # more headers (a WWW-Authenticate challenge)
 
 
 class WebSocketSession(Protocol):
@@ -228,6 +229,7 @@ class HttpProtocol(asyncio.Protocol):
             ("Content-Length", str(len(reply.body))),
             # h11 swaps this for "close" whenever the connection will not persist
             ("Connection", "keep-alive"),
+            *reply.headers,
         ]
         try:
             out = self._conn.send(h11.Response(status_code=reply.status, headers=headers))
