@@ -154,7 +154,7 @@ async def test_a_forgotten_miner_that_answers_comes_back(broker: Any, base_topic
             cleared = await forget(config.mqtt, "garage", listen_s=2.0, quiet_s=0.3)
             assert cleared[-1] == info_topic  # the info last
             assert set(cleared) == {f"{base_topic}/miners/garage/{kind}"
-                                    for kind in ("sample", "status", "info", "label")} | {
+                                    for kind in ("sample", "status", "info", "label", "tune")} | {
                 alert_topic}
 
             # The collector, still polling it, publishes info and status again.
