@@ -56,7 +56,7 @@ async def test_forget_clears_every_retained_topic_of_the_miner(
     assert (code, err) == (0, "")
     lines = out.splitlines()
     every_kind = {f"{base_topic}/miners/rig-1/{kind}"
-                  for kind in ("sample", "status", "info", "label")}
+                  for kind in ("sample", "status", "info", "label", "tune")}
     every_kind |= set(discovery_topics("homeassistant", base_topic, "rig-1"))
     assert set(lines) == every_kind | set(present) and len(lines) == len(set(lines))
     assert lines[-1] == f"{base_topic}/miners/rig-1/info"

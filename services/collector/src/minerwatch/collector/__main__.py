@@ -2,7 +2,8 @@
 polls one miner once and prints its Sample JSON (exit 0), or one line on stderr (exit 1);
 ``minerwatch-collector scan CIDR...`` lists the miners that answer in address ranges;
 ``minerwatch-collector forget MINER_ID`` clears a miner's retained topics on the broker of
-the config and prints them (exit 0), or one line on stderr (exit 1)."""
+the config and prints them (exit 0), or one line on stderr (exit 1);
+``minerwatch-collector tune MINER_ID`` runs autotune on one miner (``tune.cli``)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description="Poll miners and publish their samples, status and info."
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,probe,scan,forget}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,probe,scan,forget,tune}")
     commands.add_parser("run", help="run the collector service (the default)")
     probe_parser = commands.add_parser(
         "probe", help="poll one miner once and print one Sample JSON"
@@ -90,6 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
         "the database; a miner still polled that answers again comes back.")
     forget_parser.add_argument("miner_id", metavar="MINER_ID",
                                help="the miner's id, as in its topics (e.g. 24dcc34a1b2c)")
+    tune_parser = commands.add_parser(
+        "tune", help="autotune one miner: find its best stable frequency and voltage",
+        description="Step the miner's frequency (and, when unstable, its core voltage) up "
+        "inside its safe range, measure each step, and apply the best one; the original "
+        "settings come back when nothing is stable, on Ctrl-C and on any failure. Needs "
+        "[control] enabled = true; timings and limits are in [control.tune]. Exit 0 done, "
+        "1 failed, 2 bad arguments or config, 130 stopped (settings restored).")
+    tune_parser.add_argument("miner_id", metavar="MINER_ID",
+                             help="the miner's id: its name in [[collector.miners]], or the "
+                             "id a collector publishes it under")
+    tune_parser.add_argument("--objective", choices=("efficiency", "hashrate"),
+                             default="efficiency",
+                             help="keep the lowest J/TH (default) or the highest hashrate")
+    tune_parser.add_argument("--config", metavar="FILE", default=None,
+                             help="the config file (default: $MINERWATCH_CONFIG, else "
+                             "./minerwatch.toml)")
+    tune_parser.add_argument("--chip-temp-max", type=float, default=None, metavar="C",
+                             help="chip temperature limit (default [control.tune] "
+                             "chip_temp_max_c)")
+    tune_parser.add_argument("--vr-temp-max", type=float, default=None, metavar="C",
+                             help="VR temperature limit (default [control.tune] "
+                             "vr_temp_max_c)")
     return parser
 
 
@@ -215,6 +238,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(run_probe(args.target, args.driver, args.timeout))
     if args.command == "forget":
         raise SystemExit(run_forget(args.miner_id))
+    if args.command == "tune":
+        from minerwatch.collector.tune.cli import run_tune  # the control stack: only here
+
+        raise SystemExit(run_tune(args.miner_id, args.objective, args.config,
+                                  args.chip_temp_max, args.vr_temp_max))
     if args.command == "scan":
         raise SystemExit(run_scan(args.cidrs, args.ports, args.timeout, args.concurrency,
                                   args.json))

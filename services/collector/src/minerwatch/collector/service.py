@@ -4,7 +4,9 @@ Polling never waits for the broker: while the broker is away, messages wait in t
 outbox (bounded: ``collector.buffer_messages``, by default ten minutes of the fleet) and
 go out in order after the reconnect. Each new broker session starts by sending the
 fleet's current info and status again (``FleetRegistry.retained``), after what is queued,
-and subscribes to the labels set through the api and to cleared infos (``listener``).
+and subscribes to the labels set through the api, to cleared infos and to commands
+(``listener``); commands are carried out beside the polling (``control.commands``), and
+only with ``[control] enabled`` (else each is answered ``disabled``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import resource
 
+from minerwatch.collector.control.commands import Commands
 from minerwatch.collector.discovery import discover
 from minerwatch.collector.fleet import FleetRegistry
 from minerwatch.collector.homeassistant import HomeAssistantDiscovery
@@ -56,7 +59,10 @@ class Collector:
         # Home Assistant discovery configs, published beside the listening (on by default).
         self.homeassistant = (HomeAssistantDiscovery(config, self.fleet)
                               if config.homeassistant.discovery else None)
-        self.listener = Listener(config.mqtt.base_topic, self.fleet, self.homeassistant)
+        # Commands (restart, settings, autotune...), answered on the same session.
+        self.commands = Commands(config, self.fleet)
+        self.listener = Listener(config.mqtt.base_topic, self.fleet, self.homeassistant,
+                                 self.commands)
         self.publisher = Publisher(self.outbox, config.mqtt.base_topic,
                                    republish=self.fleet.retained,
                                    listen=self.listener.listen)
@@ -79,7 +85,10 @@ class Collector:
             with fewer_collections():
                 await self._run()
         finally:
-            await self.fleet.aclose()
+            try:
+                await self.commands.aclose()  # autotune runs restore their miners first
+            finally:
+                await self.fleet.aclose()
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
