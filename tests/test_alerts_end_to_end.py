@@ -132,6 +132,7 @@ batch_interval_s = 0.1
 
 [api]
 public_url = "http://minerwatch.test:8000"
+auth = "lan"
 
 [alerts]
 group_s = 2
@@ -344,9 +345,22 @@ async def test_events_are_recorded_once_even_across_a_restart(stack: Stack) -> N
     assert stack.receiver.received[notified:] == []
 
 
+async def operator_token(stack: Stack) -> str:
+    """A token made as a person makes one (``minerwatch-api token create``): muting is a
+    change, which needs an operator even with ``auth = "lan"``."""
+    process = await asyncio.create_subprocess_exec(
+        BIN / "minerwatch-api", "token", "create", "--role", "operator", "--name", "e2e-mute",
+        env=stack.env, cwd=stack.workdir, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
 async def test_a_muted_alert_is_published_and_stored_but_not_notified(stack: Stack) -> None:
     _miner, mid = sim(stack, 8)
-    async with httpx.AsyncClient() as client:
+    token = await operator_token(stack)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as client:
         answer = await client.post(f"{stack.api}/api/alerts/mute",
                                    json={"miner_id": mid, "rule": "offline", "for_s": 600})
         assert answer.status_code == 201, answer.text

@@ -91,6 +91,7 @@ severity = "warning"
             "MINERWATCH_BASE_TOPIC": base,
             "MINERWATCH_DB_URL": f"sqlite:///{workdir / 'history.db'}",
             "MINERWATCH_API_LISTEN": f"127.0.0.1:{api_port}",
+            "MINERWATCH_API_AUTH": "lan",  # reads open, as these tests read
             "MINERWATCH_MINERS": ",".join(fleet.urls()),
             "MINERWATCH_POLL_INTERVAL_S": str(POLL_S),
         }

@@ -221,6 +221,7 @@ def make_stack(workdir: Path, broker: Mosquitto, api_port: int, *, keepalive: in
         "MINERWATCH_BASE_TOPIC": base,
         "MINERWATCH_DB_URL": f"sqlite:///{workdir / 'history.db'}",
         "MINERWATCH_API_LISTEN": f"127.0.0.1:{api_port}",
+        "MINERWATCH_API_AUTH": "lan",  # reads open, as these tests read
         "MINERWATCH_MINERS": "",
     }
     return Stack(base, workdir, workdir / "history.db", f"http://127.0.0.1:{api_port}", env)

@@ -167,6 +167,7 @@ async def stack(environments: dict[str, Path], tmp_path_factory: pytest.TempPath
                 "MINERWATCH_BASE_TOPIC": BASE,
                 "MINERWATCH_DB_URL": f"sqlite:///{stack.db}",
                 "MINERWATCH_API_LISTEN": f"127.0.0.1:{api_port}",
+                "MINERWATCH_API_AUTH": "lan",  # reads open, as these tests read
                 "MINERWATCH_MINERS": ",".join(fleet.urls()),
                 "MINERWATCH_POLL_INTERVAL_S": "0.5",
             }

@@ -2,7 +2,9 @@
 
 ``start_api`` runs ``create_app`` in uvicorn as a task of the test's own event loop, with a
 real SQLite file and the broker from the root fixtures; rows go into the database through
-the shared tables, exactly as the store writes them. ``postgres_schema_url`` gives a
+the shared tables, exactly as the store writes them. It runs with ``[api] auth = "lan"``
+(reads open) unless told otherwise, and makes an operator token for the tests that
+write: ``api.headers`` carries it (``make_token`` makes others). ``postgres_schema_url`` gives a
 PostgreSQL URL whose tables live in a throwaway schema.
 """
 
@@ -14,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,18 @@ import aiomqtt
 import pytest
 import uvicorn
 from sqlalchemy import Table, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from minerwatch.api.app import create_app
 from minerwatch.api.relay import Relay
-from minerwatch.shared.config import CollectorConfig, Config, DatabaseConfig, MqttConfig
+from minerwatch.api.tokens import add_token, create_table
+from minerwatch.shared.config import (
+    ApiConfig,
+    CollectorConfig,
+    Config,
+    DatabaseConfig,
+    MqttConfig,
+)
 from minerwatch.shared.db import (
     alert_events,
     alert_row,
@@ -51,6 +61,27 @@ class ApiServer:
     base: str
     db_url: str
     relay: Relay
+    #: An operator token, and the Authorization header that carries it ({} when the
+    #: database could not take one).
+    token: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def make_token(db_url: str, role: str = "operator", name: str | None = None) -> str:
+    """A new token of ``role`` in the api's table, as ``minerwatch-api token create``
+    makes it."""
+    engine = create_engine(db_url)
+    try:
+        await create_table(engine)
+        async with engine.begin() as conn:
+            return await add_token(conn, name or f"{role}-{uuid.uuid4().hex[:8]}", role,
+                                   int(time.time() * 1000))
+    finally:
+        await engine.dispose()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 StartApi = Callable[..., AbstractAsyncContextManager[ApiServer]]
@@ -178,11 +209,14 @@ def start_api(broker, base_topic: str, db_url: str) -> StartApi:  # type: ignore
         port: int = 0,
         relay_options: dict[str, Any] | None = None,
         poll_interval_s: float = 10.0,
+        auth: str = "lan",
+        api_options: dict[str, Any] | None = None,
     ) -> AsyncIterator[ApiServer]:
         mqtt = MqttConfig(url=broker_url, base_topic=base_topic, reconnect_min_s=0.1,
                           reconnect_max_s=0.5)
         config = Config(mqtt=mqtt, database=DatabaseConfig(url=db_url),
-                        collector=CollectorConfig(poll_interval_s=poll_interval_s))
+                        collector=CollectorConfig(poll_interval_s=poll_interval_s),
+                        api=ApiConfig(auth=auth, **(api_options or {})))  # type: ignore[arg-type]
         relay = Relay(mqtt, backlog_limit=backlog_limit, **(relay_options or {}))
         sock = socket.socket()
         if send_buffer is not None:
@@ -200,12 +234,18 @@ def start_api(broker, base_topic: str, db_url: str) -> StartApi:  # type: ignore
             assert not task.done(), "the api did not start"
             if wait_for_broker:
                 await wait_until(lambda: relay.listening, what="the relay to subscribe")
+            try:
+                token: str | None = await make_token(db_url, "operator")
+            except (SQLAlchemyError, OSError):  # a test of a database that cannot be used
+                token = None
             yield ApiServer(
                 url=f"http://127.0.0.1:{port}",
                 ws_url=f"ws://127.0.0.1:{port}/ws",
                 base=base_topic,
                 db_url=db_url,
                 relay=relay,
+                token=token,
+                headers=bearer(token) if token else {},
             )
         finally:
             server.should_exit = True

@@ -50,7 +50,8 @@ async def test_mute_publish_list_and_lift(
                   retain=True)
     await publish(f"{base}/miners/m1/info", encode(MinerInfo(
         miner_id="m1", driver="axeos", host="10.0.0.5", port=80)), retain=True)
-    async with start_api() as api, httpx.AsyncClient(base_url=api.url) as http, \
+    async with start_api() as api, \
+            httpx.AsyncClient(base_url=api.url, headers=api.headers) as http, \
             aiomqtt.Client(broker.host, broker.port) as listener:
         await listener.subscribe(f"{base}/mutes/+", qos=1)
         while len(api.relay.alerts()) < 3 or f"{base}/miners/m1/info" not in api.relay.retained:
@@ -103,7 +104,7 @@ async def test_an_expired_mute_mutes_nothing_and_is_not_listed(
     expired = Mute(id="old", miner_id="m1", until=at(-60), created=at(-3600))
     await publish(f"{base_topic}/mutes/old", encode(expired), retain=True)
     await publish(f"{base_topic}/alerts/m1/offline", alert("m1", "offline"), retain=True)
-    async with start_api() as api, httpx.AsyncClient(base_url=api.url) as http:
+    async with start_api() as api, httpx.AsyncClient(base_url=api.url, headers=api.headers) as http:
         while len(api.relay.mutes()) < 1 or len(api.relay.alerts()) < 1:
             await asyncio.sleep(0.02)
         assert (await http.get("/api/alerts/mutes")).json() == []
@@ -131,7 +132,7 @@ async def test_mute_requests_are_checked(start_api: StartApi, own_broker: Any) -
         ([], "body"),
     ]
     async with start_api(broker_url=own_broker.url) as api, \
-            httpx.AsyncClient(base_url=api.url) as http:
+            httpx.AsyncClient(base_url=api.url, headers=api.headers) as http:
         for body, parameter in cases:
             response = await http.post("/api/alerts/mute", json=body)
             assert response.status_code == 400, (body, response.text)

@@ -49,6 +49,8 @@ from minerwatch.store.fleet import FleetRollups
 from minerwatch.store.routing import InfoRow, SampleRow, StatusRow
 from minerwatch.store.writer import write_rows
 
+from .conftest import make_token
+
 Publish = Callable[..., Any]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -71,6 +73,8 @@ def miner_page(url: str, miner_id: str, **query: str) -> str:
 class Api:
     url: str
     base: str
+    #: An operator token, which the pages sign in with.
+    token: str
 
 
 @pytest.fixture
@@ -94,7 +98,10 @@ def serve(broker: Any, base_topic: str, db_url: str) -> Callable[..., Any]:
                           reconnect_max_s=0.5)
         config = Config(mqtt=mqtt, database=DatabaseConfig(url=db_url),
                         collector=CollectorConfig(poll_interval_s=POLL_S),
-                        api=ApiConfig(energy_price_per_kwh=price, currency=currency))
+                        # No collector answers commands here: the miner page's
+                        # settings request ends (504) before the server stops.
+                        api=ApiConfig(auth="lan", energy_price_per_kwh=price,
+                                      currency=currency, command_timeout_s=1.0))
         relay = Relay(mqtt)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -106,7 +113,8 @@ def serve(broker: Any, base_topic: str, db_url: str) -> Callable[..., Any]:
                 while not (server.started and relay.listening):
                     assert not task.done(), "the api did not start"
                     await asyncio.sleep(0.02)
-            yield Api(url=f"http://127.0.0.1:{sock.getsockname()[1]}", base=base_topic)
+            yield Api(url=f"http://127.0.0.1:{sock.getsockname()[1]}", base=base_topic,
+                      token=await make_token(db_url, "operator"))
         finally:
             server.should_exit = True
             await asyncio.wait_for(task, 10)
@@ -147,6 +155,8 @@ async def open_page(browser: Browser, api: Api, url: str, guard: Guard, *, width
     await page.route("**/*", only_own)
     await page.route_web_socket(re.compile(".*"), only_own_socket)
     page.on("pageerror", lambda exc: guard.errors.append(str(exc)))
+    # Signed in as an operator (the api runs with auth = "lan"): the page may change things.
+    await page.request.post(f"{api.url}/api/session", data={"token": api.token})
     await page.goto(url)
     await expect(page.locator("#link")).to_have_text("live")
     return page

@@ -28,7 +28,13 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from minerwatch.api.app import create_app
 from minerwatch.api.relay import Relay
-from minerwatch.shared.config import CollectorConfig, Config, DatabaseConfig, MqttConfig
+from minerwatch.shared.config import (
+    ApiConfig,
+    CollectorConfig,
+    Config,
+    DatabaseConfig,
+    MqttConfig,
+)
 from minerwatch.shared.schemas import (
     AlertEvent,
     MinerInfo,
@@ -40,6 +46,8 @@ from minerwatch.shared.schemas import (
     encode,
     format_ts,
 )
+
+from .conftest import make_token
 
 Publish = Callable[..., Awaitable[None]]
 Seed = Callable[..., Awaitable[None]]
@@ -65,6 +73,8 @@ SCREENSHOT = "/tmp/dashboard-truth.png"
 class Api:
     url: str
     base: str
+    #: An operator token, which the page signs in with.
+    token: str
 
 
 @pytest.fixture
@@ -87,7 +97,10 @@ def start(broker: Any, base_topic: str, db_url: str) -> Callable[[], Any]:
         mqtt = MqttConfig(url=broker.url, base_topic=base_topic, reconnect_min_s=0.1,
                           reconnect_max_s=0.5)
         config = Config(mqtt=mqtt, database=DatabaseConfig(url=db_url),
-                        collector=CollectorConfig(poll_interval_s=POLL_S))
+                        collector=CollectorConfig(poll_interval_s=POLL_S),
+                        # No collector answers commands here: a page's settings
+                        # request ends (504) before the server stops.
+                        api=ApiConfig(auth="lan", command_timeout_s=1.0))
         relay = Relay(mqtt)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -99,7 +112,8 @@ def start(broker: Any, base_topic: str, db_url: str) -> Callable[[], Any]:
                 while not (server.started and relay.listening):
                     assert not task.done(), "the api did not start"
                     await asyncio.sleep(0.02)
-            yield Api(url=f"http://127.0.0.1:{sock.getsockname()[1]}", base=base_topic)
+            yield Api(url=f"http://127.0.0.1:{sock.getsockname()[1]}", base=base_topic,
+                      token=await make_token(db_url, "operator"))
         finally:
             server.should_exit = True
             await asyncio.wait_for(task, 10)
@@ -141,6 +155,8 @@ def info(miner_id: str, label: str | None = None) -> MinerInfo:
 async def open_dashboard(browser: Browser, api: Api, errors: list[str]) -> Page:
     page = await browser.new_page(viewport={"width": 1360, "height": 700})
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Signed in as an operator (the api runs with auth = "lan"): the page may change things.
+    await page.request.post(f"{api.url}/api/session", data={"token": api.token})
     await page.goto(api.url + "/")
     await expect(page.locator("#link")).to_have_text("live")
     return page

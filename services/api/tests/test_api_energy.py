@@ -106,7 +106,7 @@ async def test_cost_at_the_configured_price_in_its_currency(
 ) -> None:
     await store_day(db_url)
     config = tmp_path / "minerwatch.toml"
-    config.write_text('[api]\nenergy_price_per_kwh = 0.25\ncurrency = "EUR"\n')
+    config.write_text('[api]\nauth = "lan"\nenergy_price_per_kwh = 0.25\ncurrency = "EUR"\n')
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINERWATCH_")}
     env.update(MINERWATCH_CONFIG=str(config), MINERWATCH_MQTT_URL=broker.url,

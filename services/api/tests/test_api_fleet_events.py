@@ -100,7 +100,7 @@ async def test_openapi_declares_the_fleet_events_parameters(start_api: StartApi)
     operation = spec["paths"]["/api/events"]["get"]
     parameters = {p["name"]: p for p in operation["parameters"]}
     assert set(parameters) == {"since", "until", "limit", "miner_id", "type"}
-    assert parameters["type"]["schema"]["enum"] == ["status", "alert"]
+    assert parameters["type"]["schema"]["enum"] == ["status", "alert", "command"]
     assert parameters["since"]["schema"]["format"] == "date-time"
     assert parameters["limit"]["schema"]["maximum"] == 10000
     # The same declarations as a miner's events: written once.

@@ -87,7 +87,7 @@ async def test_forget_clears_retained_topics_and_hides_the_miner_keeping_its_his
     published = await publish_gone(publish, base)
     configs = discovery_topics("homeassistant", base, "gone")  # Home Assistant's, by default
     await publish(configs[0], b'{"name": "Hashrate"}', retain=True)
-    async with start_api() as api, httpx.AsyncClient(base_url=api.url) as http:
+    async with start_api() as api, httpx.AsyncClient(base_url=api.url, headers=api.headers) as http:
         await eventually_listed(http, ["gone", "kept"])
         while f"{base}/alerts/gone/temp_high" not in api.relay.retained:
             await asyncio.sleep(0.02)
@@ -96,7 +96,7 @@ async def test_forget_clears_retained_topics_and_hides_the_miner_keeping_its_his
         body = response.json()
         assert body["miner_id"] == "gone" and body["purged"] is False
         assert sorted(body["cleared"]) == sorted(
-            [*published, f"{base}/miners/gone/label", *configs])
+            [*published, f"{base}/miners/gone/label", f"{base}/miners/gone/tune", *configs])
         assert await broker_retained(f"homeassistant/+/{base}/#") == {}
         # Gone from the fleet at once, and from the broker; its history stays.
         assert await listed(http) == ["kept"]
@@ -121,7 +121,7 @@ async def test_forget_with_purge_deletes_the_history(
     make_sample: Callable[..., Sample],
 ) -> None:
     await seed_gone(db_url, seed, make_sample)
-    async with start_api() as api, httpx.AsyncClient(base_url=api.url) as http:
+    async with start_api() as api, httpx.AsyncClient(base_url=api.url, headers=api.headers) as http:
         assert await listed(http) == ["gone", "kept"]
         response = await http.delete("/api/miners/gone", params={"purge": "true"})
         assert response.status_code == 200, response.text
@@ -137,7 +137,7 @@ async def test_a_miner_known_only_by_its_samples_can_be_forgotten(
     start_api: StartApi, db_url: str, seed: Seed, make_sample: Callable[..., Sample],
 ) -> None:
     await seed(db_url, sample_rows=[make_sample("samples-only", ago(60))])
-    async with start_api() as api, httpx.AsyncClient(base_url=api.url) as http:
+    async with start_api() as api, httpx.AsyncClient(base_url=api.url, headers=api.headers) as http:
         assert await listed(http) == ["samples-only"]
         assert (await http.delete("/api/miners/samples-only")).status_code == 200
         assert await listed(http) == []
@@ -147,7 +147,7 @@ async def test_forget_errors(start_api: StartApi, own_broker: Any, base_topic: s
                              db_url: str, seed: Seed, make_sample: Callable[..., Sample]) -> None:
     await seed(db_url, sample_rows=[make_sample("bitaxe-1", ago(60))])
     async with start_api(broker_url=own_broker.url) as api, \
-            httpx.AsyncClient(base_url=api.url) as http:
+            httpx.AsyncClient(base_url=api.url, headers=api.headers) as http:
         unknown = await http.delete("/api/miners/ghost")
         bad_id = await http.delete("/api/miners/Not%20A%20Miner")
         bad_purge = await http.delete("/api/miners/bitaxe-1", params={"purge": "maybe"})
@@ -169,7 +169,8 @@ async def test_patch_label_publishes_it_retained(
 ) -> None:
     label_topic = f"{base_topic}/miners/bitaxe-1/label"
     await publish(f"{base_topic}/miners/bitaxe-1/info", info("bitaxe-1"), retain=True)
-    async with start_api() as api, httpx.AsyncClient(base_url=api.url) as http, \
+    async with start_api() as api, \
+            httpx.AsyncClient(base_url=api.url, headers=api.headers) as http, \
             aiomqtt.Client(broker.host, broker.port) as listener:
         await listener.subscribe(label_topic, qos=1)
         while f"{base_topic}/miners/bitaxe-1/info" not in api.relay.retained:
@@ -211,7 +212,7 @@ async def test_patch_label_errors(start_api: StartApi, publish: Publish, own_bro
         (["label"], "body"),
     ]
     async with start_api(broker_url=own_broker.url) as api, \
-            httpx.AsyncClient(base_url=api.url) as http:
+            httpx.AsyncClient(base_url=api.url, headers=api.headers) as http:
         for body, parameter in cases:
             response = await http.patch("/api/miners/bitaxe-1", json=body)
             assert response.status_code == 400, (body, response.text)

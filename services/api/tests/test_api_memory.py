@@ -70,7 +70,8 @@ async def test_the_api_process_stays_within_its_memory_bound(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINERWATCH_")}
     env.update(MINERWATCH_MQTT_URL=own_broker.url, MINERWATCH_BASE_TOPIC=base_topic,
-               MINERWATCH_DB_URL=db_url, MINERWATCH_API_LISTEN=f"127.0.0.1:{port}")
+               MINERWATCH_DB_URL=db_url, MINERWATCH_API_LISTEN=f"127.0.0.1:{port}",
+               MINERWATCH_API_AUTH="lan")
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(str(SCRIPT), env=env, cwd=tmp_path,

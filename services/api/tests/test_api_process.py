@@ -34,6 +34,7 @@ def api_env(broker: Any, base_topic: str, db_url: str, listen: str) -> dict[str,
         MINERWATCH_DB_URL=db_url,
         MINERWATCH_API_LISTEN=listen,
         MINERWATCH_POLL_INTERVAL_S="4",
+        MINERWATCH_API_AUTH="lan",  # reads open, as this test reads
     )
     return env
 

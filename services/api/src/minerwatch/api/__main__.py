@@ -1,4 +1,5 @@
-"""``minerwatch-api``: serve the api with uvicorn on ``config.api.listen``.
+"""``minerwatch-api``: serve the api with uvicorn on ``config.api.listen``;
+``minerwatch-api token ...`` manages its tokens (see ``cli``).
 
 ``run_service`` gives the api the config errors, logging and exit codes every service has;
 SIGTERM stops uvicorn gracefully (open requests finish, the lifespan says ``offline`` on MQTT).
@@ -8,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 import uvicorn
 
-from minerwatch.api.app import create_app
 from minerwatch.shared.config import Config, host_port
 from minerwatch.shared.db import async_url
 from minerwatch.shared.service import fail, run_service
@@ -23,6 +24,9 @@ GRACEFUL_SHUTDOWN_S = 5
 
 
 async def serve(config: Config) -> None:
+    # Imported here: ``minerwatch-api token`` does without the web framework (seconds).
+    from minerwatch.api.app import create_app
+
     host, port = host_port(config.api.listen)
     # A bad URL is a config error: stop now (exit 2). An unusable SQLite path is not:
     # /healthz reports it while the api keeps serving.
@@ -53,6 +57,10 @@ async def serve(config: Config) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["token"]:
+        from minerwatch.api import cli
+
+        raise SystemExit(cli.main(sys.argv[2:]))
     run_service("api", serve)
 
 

@@ -1,5 +1,5 @@
 """The api's handle on the history database (written by the store, read here; the api
-writes only when a miner is forgotten).
+writes only when a miner is forgotten, and its own table of tokens, ``tokens``).
 
 The api must start and answer ``/healthz`` even when the database cannot be opened (a bad
 path, a full disk, PostgreSQL down), so the engine and schema are set up lazily and retried
@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from minerwatch.api.tokens import create_table
 from minerwatch.shared.db import create_engine, create_schema
 from minerwatch.shared.errors import one_line
 
@@ -66,8 +67,10 @@ class Database:
                     raise DatabaseUnavailable(f"cannot open the database: {one_line(exc)}") from exc
             if not self._schema_ready:
                 try:
-                    # The api may start before the store ever ran: the tables must exist.
+                    # The api may start before the store ever ran: the tables must exist;
+                    # the api's own table of tokens too.
                     await create_schema(self._engine)
+                    await create_table(self._engine)
                 except (SQLAlchemyError, OSError) as exc:
                     raise DatabaseUnavailable(f"cannot open the database: {one_line(exc)}") from exc
                 self._schema_ready = True

@@ -20,19 +20,23 @@ from minerwatch.shared.db import (
     FLEET_ROLLUPS,
     FleetResolution,
     alert_events,
+    command_events,
     fleet_dirty,
     miners,
     rollups_1h,
     rollups_1m,
     samples,
     status_events,
+    tune_runs,
+    tune_steps,
 )
 from minerwatch.shared.homeassistant import discovery_topics
 from minerwatch.shared.topics import MINER_TOPICS
 
 #: Every table holding rows of a miner, the ``miners`` row last.
 MINER_TABLES: tuple[Table, ...] = (samples, rollups_1m, rollups_1h, status_events,
-                                   alert_events, miners)
+                                   alert_events, command_events, tune_steps, tune_runs,
+                                   miners)
 
 
 def miner_topics(base: str, miner_id: str, discovery_prefix: str | None = None) -> list[str]:

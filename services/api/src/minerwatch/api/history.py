@@ -15,8 +15,10 @@ Values no sensor produces (NaN, infinities, out of a field's range: rows written
 ingest checked them) are read back by the rule of ``fields``: null for an optional number,
 the row left out when its required hashrate is one (see "rows to payloads" below).
 
-Events are status changes and alerts, merged in time order: one miner's, or the fleet's
-(``fleet_events``, optionally of one kind).
+Events are status changes, alerts and commands (the audit the store keeps of each
+command that could change something), merged in time order: one miner's, or the fleet's
+(``fleet_events``, optionally of one kind). A miner's autotune runs come newest first,
+each with its steps (``tune_runs``).
 """
 
 from __future__ import annotations
@@ -37,18 +39,27 @@ from minerwatch.shared.db import (
     ROLLUPS,
     Resolution,
     alert_events,
+    command_events,
     miner_ids_cte,
     miners,
     rollups_1h,
     samples,
     status_events,
+    tune_runs,
+    tune_steps,
 )
 from minerwatch.shared.fields import FIELD_NAMES, FIELDS, ROLLUP_LAST, ROLLUP_MEAN
 from minerwatch.shared.schemas import (
+    Action,
     AlertEvent,
+    CommandStatus,
     MinerInfo,
+    MinerSettings,
     MinerStatus,
+    Objective,
     Sample,
+    TuneState,
+    TuneStep,
     efficiency,
     parse_ts,
 )
@@ -285,7 +296,45 @@ class AlertChange(msgspec.Struct, kw_only=True, tag_field="type", tag="alert"):
     alert: AlertEvent
 
 
-MinerEvent = StatusChange | AlertChange
+class CommandChange(msgspec.Struct, kw_only=True, tag_field="type", tag="command"):
+    """A command ended at ``ts`` (its ``CommandResult``, the audit record): ``by`` asked
+    ``action`` at ``requested``; ``changed`` the settings written, ``before`` and
+    ``after`` them as read back (never pool passwords)."""
+
+    ts: str
+    miner_id: str
+    action: Action
+    by: str
+    status: CommandStatus
+    message: str
+    changed: list[str]
+    before: MinerSettings | None
+    after: MinerSettings | None
+    requested: str
+    id: str
+
+
+MinerEvent = StatusChange | AlertChange | CommandChange
+
+
+class TuneRun(msgspec.Struct, kw_only=True):
+    """An autotune run as last published (its ``TuneProgress`` without the live
+    ``phase`` and ``progress``): every step measured, ``best`` (an index into ``steps``)
+    and what was applied at the end (the best step, or ``original`` again on abort or
+    failure)."""
+
+    run_id: str
+    miner_id: str
+    objective: Objective
+    state: TuneState
+    by: str
+    started: str
+    ts: str
+    original: MinerSettings | None
+    steps: list[TuneStep]
+    best: int | None
+    applied: MinerSettings | None
+    message: str | None
 
 
 def _finite(value: float | None) -> bool:
@@ -314,19 +363,45 @@ def alert_change_from_row(row: Row) -> AlertChange | None:
     return AlertChange(ts=ts, alert=alert)
 
 
+def settings_from_json(value: object) -> MinerSettings | None:
+    """Settings from their JSON column; None for what is not settings (a row edited by
+    hand must not fail the whole list)."""
+    if value is None:
+        return None
+    try:
+        return msgspec.convert(value, MinerSettings)
+    except msgspec.ValidationError:
+        return None
+
+
+def _names(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def command_change_from_row(row: Row) -> CommandChange:
+    return CommandChange(
+        ts=ts_text(row["ts_ms"]), miner_id=row["miner_id"], action=row["action"],
+        by=row["by"], status=row["status"], message=row["message"],
+        changed=_names(row["changed"]), before=settings_from_json(row["before"]),
+        after=settings_from_json(row["after"]), requested=ts_text(row["requested_ms"]),
+        id=row["id"])
+
+
 def merge_events(
     status_rows: Sequence[Row],
     alert_rows: Sequence[Row],
     window: SampleWindow,
+    command_rows: Sequence[Row] = (),
 ) -> list[MinerEvent]:
-    """Both kinds in time order (a status change before an alert of the same moment),
-    cut to the window's limit from the same end the queries took them."""
+    """Every kind in time order (of one moment: a status change, then an alert, then a
+    command), cut to the window's limit from the same end the queries took them."""
     timed: list[tuple[int, int, MinerEvent]] = [
         (row["since_ms"], 0, status_change_from_row(row)) for row in status_rows]
     for row in alert_rows:
         alert = alert_change_from_row(row)
         if alert is not None:
             timed.append((row["ts_ms"], 1, alert))
+    timed.extend((row["ts_ms"], 2, command_change_from_row(row)) for row in command_rows)
     timed.sort(key=lambda item: (item[0], item[1]))
     events = [event for _ms, _kind, event in timed]
     return events[: window.limit] if window.since_ms is not None else events[-window.limit:]
@@ -479,6 +554,14 @@ def alert_events_query(miner_id: str | None, window: SampleWindow) -> Select[Any
     return _time_window(query, alert_events.c.ts_ms, window)
 
 
+def command_events_query(miner_id: str | None, window: SampleWindow) -> Select[Any]:
+    """Commands that ended in the window: one miner's, or (None) every miner's."""
+    query = select(command_events)
+    if miner_id is not None:
+        query = query.where(command_events.c.miner_id == miner_id)
+    return _time_window(query, command_events.c.ts_ms, window)
+
+
 def known_miner_query(miner_id: str) -> Select[Any]:
     return select(
         or_(
@@ -597,19 +680,22 @@ def buckets_fit(step_ms: int, since: int, until: int, limit: int) -> bool:
 async def miner_events(
     conn: AsyncConnection, miner_id: str, window: SampleWindow
 ) -> list[MinerEvent] | None:
-    """Status changes and alerts in the window, oldest first; None for an unknown miner."""
+    """Status changes, alerts and commands in the window, oldest first; None for an
+    unknown miner."""
     status_rows = (await conn.execute(status_events_query(miner_id, window))).mappings().all()
     alert_rows = (await conn.execute(alert_events_query(miner_id, window))).mappings().all()
-    if not status_rows and not alert_rows and not await is_known(conn, miner_id):
+    command_rows = (await conn.execute(command_events_query(miner_id, window))
+                    ).mappings().all()
+    if not (status_rows or alert_rows or command_rows) and not await is_known(conn, miner_id):
         return None
-    return merge_events(status_rows, alert_rows, window)
+    return merge_events(status_rows, alert_rows, window, command_rows)
 
 
-EVENT_TYPES: tuple[str, ...] = ("status", "alert")
+EVENT_TYPES: tuple[str, ...] = ("status", "alert", "command")
 
 
 def parse_event_type(text: str | None) -> str | None:
-    """``status`` or ``alert``; None (both) when absent."""
+    """``status``, ``alert`` or ``command``; None (every kind) when absent."""
     if text is None or not text.strip():
         return None
     kind = text.strip()
@@ -622,12 +708,66 @@ async def fleet_events(
     conn: AsyncConnection, window: SampleWindow, *, miner_id: str | None = None,
     kind: str | None = None,
 ) -> list[MinerEvent]:
-    """The fleet's status changes and alerts in the window, oldest first; only one
-    miner's with ``miner_id``, only one kind with ``kind`` (``status`` or ``alert``)."""
+    """The fleet's status changes, alerts and commands in the window, oldest first; only
+    one miner's with ``miner_id``, only one kind with ``kind`` (``EVENT_TYPES``)."""
     status_rows: Sequence[Row] = []
     alert_rows: Sequence[Row] = []
+    command_rows: Sequence[Row] = []
     if kind in (None, "status"):
         status_rows = (await conn.execute(status_events_query(miner_id, window))).mappings().all()
     if kind in (None, "alert"):
         alert_rows = (await conn.execute(alert_events_query(miner_id, window))).mappings().all()
-    return merge_events(status_rows, alert_rows, window)
+    if kind in (None, "command"):
+        command_rows = (await conn.execute(command_events_query(miner_id, window))
+                        ).mappings().all()
+    return merge_events(status_rows, alert_rows, window, command_rows)
+
+
+# --- autotune runs ------------------------------------------------------------------------
+
+TUNE_RUNS_DEFAULT = 20
+#: A run holds at most ``schemas.MAX_TUNE_STEPS`` steps: 100 runs stay a few MB.
+TUNE_RUNS_MAX = 100
+
+
+def tune_runs_query(miner_id: str, limit: int) -> Select[Any]:
+    """The miner's newest runs first (by start, then id: a stable order)."""
+    return (select(tune_runs).where(tune_runs.c.miner_id == miner_id)
+            .order_by(tune_runs.c.started_ms.desc(), tune_runs.c.run_id.desc()).limit(limit))
+
+
+def tune_steps_query(run_ids: Sequence[str]) -> Select[Any]:
+    return (select(tune_steps).where(tune_steps.c.run_id.in_(run_ids))
+            .order_by(tune_steps.c.run_id, tune_steps.c["index"]))
+
+
+def tune_step_from_row(row: Row) -> TuneStep:
+    return TuneStep(
+        index=row["index"], frequency_mhz=row["frequency_mhz"],
+        core_voltage_mv=row["core_voltage_mv"], ts=ts_text(row["ts_ms"]),
+        stable=bool(row["stable"]), hashrate_ths=row["hashrate_ths"],
+        expected_ths=row["expected_ths"], power_w=row["power_w"],
+        efficiency_jth=row["efficiency_jth"], temp_c=row["temp_c"],
+        vr_temp_c=row["vr_temp_c"], reject_ratio=row["reject_ratio"], reason=row["reason"])
+
+
+def tune_run_from_row(row: Row, steps: list[TuneStep]) -> TuneRun:
+    return TuneRun(
+        run_id=row["run_id"], miner_id=row["miner_id"], objective=row["objective"],
+        state=row["state"], by=row["by"], started=ts_text(row["started_ms"]),
+        ts=ts_text(row["ts_ms"]), original=settings_from_json(row["original"]), steps=steps,
+        best=row["best"], applied=settings_from_json(row["applied"]), message=row["message"])
+
+
+async def miner_tune_runs(conn: AsyncConnection, miner_id: str, limit: int = TUNE_RUNS_DEFAULT
+                          ) -> list[TuneRun] | None:
+    """The miner's latest ``limit`` autotune runs, newest first, each with its steps in
+    order; None for an unknown miner."""
+    run_rows = (await conn.execute(tune_runs_query(miner_id, limit))).mappings().all()
+    if not run_rows:
+        return [] if await is_known(conn, miner_id) else None
+    steps: dict[str, list[TuneStep]] = {row["run_id"]: [] for row in run_rows}
+    step_rows = (await conn.execute(tune_steps_query(list(steps)))).mappings().all()
+    for row in step_rows:
+        steps[row["run_id"]].append(tune_step_from_row(row))
+    return [tune_run_from_row(row, steps[row["run_id"]]) for row in run_rows]

@@ -12,7 +12,14 @@ import msgspec
 
 from minerwatch.api.presence import PresenceState
 from minerwatch.api.relay import ServiceStateName
-from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample
+from minerwatch.shared.schemas import (
+    AlertEvent,
+    CommandResult,
+    MinerInfo,
+    MinerStatus,
+    Sample,
+    SettingsLimits,
+)
 
 Up = Literal["up", "down"]
 
@@ -105,3 +112,41 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 
     status_code: int
     detail: str
+
+
+class SignIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/session``: a token (``minerwatch-api token create``)."""
+
+    token: str
+
+
+class SessionInfo(msgspec.Struct, kw_only=True):
+    """Who is signed in: the token's name and role, ``via`` (``session``: the cookie;
+    ``token``: a bearer token), the CSRF token state-changing requests authenticated by
+    the cookie must carry as ``X-CSRF-Token`` (null for a bearer token, which needs none),
+    and the installation's ``[api] auth`` mode."""
+
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    via: Literal["session", "token"]
+    csrf: str | None
+    auth: Literal["token", "lan"]
+
+
+class SignedOut(msgspec.Struct, kw_only=True):
+    """The answer when nobody is signed in (HTTP 401), with the ``[api] auth`` mode: in
+    ``lan`` the dashboard reads without signing in."""
+
+    status_code: int
+    detail: str
+    auth: Literal["token", "lan"]
+
+
+class CommandFailure(msgspec.Struct, kw_only=True):
+    """A command that did not succeed: the HTTP status, the collector's one line, the
+    whole result (the audit record) and, for ``refused``, the ranges that are allowed."""
+
+    status_code: int
+    detail: str
+    result: CommandResult
+    limits: SettingsLimits | None = None

@@ -23,6 +23,12 @@ Service liveness: the relay follows ``{base}/services/+/status`` of the four ser
 of each on ``{base}/services/+/stats`` too (``stats``; not retained, so never replayed),
 for ``GET /metrics``.
 
+Commands: a ``{base}/miners/+/command`` message is never relayed to WebSocket clients (a
+settings change may carry a pool password); their results (``command/result``, the
+``replies/`` topics) and autotune progress (``tune``, retained) are relayed like any
+other topic. A message on a topic in ``reply_handlers`` (the api's own response topic,
+see ``commands``) is also handed, with its MQTT v5 properties, to its handler.
+
 Publishing: ``publish`` sends one retained QoS 1 message on the relay's session and waits
 for the broker's PUBACK (at most ``PUBLISH_TIMEOUT_S``); a broker that is not there is
 ``BrokerUnavailable``, one line. The cache takes the published state at once, so what the
@@ -55,7 +61,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -76,7 +82,7 @@ from minerwatch.shared.schemas import (
     ServiceStats,
     now_ts,
 )
-from minerwatch.shared.topics import ALERT, FilterError, filter_matches, match_topic
+from minerwatch.shared.topics import ALERT, COMMAND, FilterError, filter_matches, match_topic
 from minerwatch.shared.topics import check_filter as check_mqtt_filter
 
 log = logging.getLogger("minerwatch.api.relay")
@@ -98,6 +104,8 @@ UNFORESEEN_LOG_INTERVAL_S = 30.0
 PUBLISH_TIMEOUT_S = 5.0
 
 ServiceStateName = Literal["online", "offline", "unknown"]
+#: Called with a message's payload and MQTT v5 properties; must not block or raise.
+ReplyHandler = Callable[[bytes, dict[str, Any]], None]
 _MINER_PAYLOADS: dict[str, type[Sample | MinerStatus | MinerInfo]] = {
     "sample": Sample, "status": MinerStatus, "info": MinerInfo}
 
@@ -114,6 +122,7 @@ __all__ = [
     "BrokerUnavailable",
     "FilterError",
     "Relay",
+    "ReplyHandler",
     "ServiceSeen",
     "Subscriber",
     "TopicFilter",
@@ -279,6 +288,8 @@ class Relay:
         self.unforeseen = 0
         self._unforeseen_logged_at: float | None = None
         self.subscribers: set[Subscriber] = set()
+        #: exact topic -> who takes its messages with their properties (``commands``)
+        self.reply_handlers: dict[str, ReplyHandler] = {}
         #: True once the broker acknowledged the ``{base}/#`` subscription of this session.
         self.listening = False
         self._task: asyncio.Task[None] | None = None
@@ -320,7 +331,7 @@ class Relay:
             await client.subscribe([f"{self.base}/#"])
             self.listening = True
             async for message in client.messages:
-                self.receive(message.topic, message.payload)
+                self.receive(message.topic, message.payload, message.properties)
                 client.ack(message)  # relayed or not, it is done with
                 # Queued messages come without suspending: let the clients' senders run
                 # between messages so a burst does not pile up in every backlog.
@@ -330,15 +341,19 @@ class Relay:
             self._client = None
             self._down_since = now_ts()
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool = True) -> None:
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = True,
+                      properties: dict[str, Any] | None = None) -> None:
         """Publish at QoS 1 on the relay's session and wait for the PUBACK; the cache takes
-        the new state at once. BrokerUnavailable (one line) when that cannot be done."""
+        the new state at once. ``properties``: MQTT v5 publish properties (a command's
+        response topic and correlation data). BrokerUnavailable (one line) when that
+        cannot be done."""
         client = self._client
         if client is None or not client.connected:
             raise BrokerUnavailable(f"the broker is not connected: {topic} was not published")
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await client.publish(topic, payload, qos=1, retain=retain)
+                await client.publish(topic, payload, qos=1, retain=retain,
+                                     properties=properties)
         except TimeoutError:
             raise BrokerUnavailable(f"the broker did not acknowledge {topic} within "
                                     f"{PUBLISH_TIMEOUT_S:g} s") from None
@@ -349,10 +364,15 @@ class Relay:
             self._note(decoded.topic, decoded.spec.retained, decoded.spec.name, decoded.name,
                        decoded.message)
 
-    def receive(self, topic: str, payload: bytes) -> None:
-        """``dispatch`` behind the last-resort guard: whatever goes wrong with one message
-        is logged and that message dropped; the relay goes on."""
+    def receive(self, topic: str, payload: bytes,
+                properties: dict[str, Any] | None = None) -> None:
+        """``dispatch`` (and the topic's reply handler, if any) behind the last-resort
+        guard: whatever goes wrong with one message is logged and that message dropped;
+        the relay goes on."""
         try:
+            handler = self.reply_handlers.get(topic)
+            if handler is not None:
+                handler(payload, properties or {})
             self.dispatch(topic, payload)
         except Exception as exc:
             self._unforeseen(topic, exc)
@@ -364,6 +384,8 @@ class Relay:
         if isinstance(decoded, Rejected):
             self.rejects.note(decoded.kind, str(decoded))
             return
+        if decoded.spec is COMMAND:
+            return  # may carry a pool password: not for WebSocket clients
         frame = self._note(topic, decoded.spec.retained, decoded.spec.name, decoded.name,
                            decoded.message)
         for subscriber in self.subscribers:

@@ -487,6 +487,8 @@ function applyAllViews() {
 }
 
 function setupTools() {
+  // Enter in the search box filters, as typing does; it never submits the page away.
+  document.getElementById("tools").addEventListener("submit", (event) => event.preventDefault());
   const search = document.getElementById("search");
   const filter = document.getElementById("filter");
   const sort = document.getElementById("sort");

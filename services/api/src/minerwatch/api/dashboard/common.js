@@ -1,5 +1,6 @@
 // What both pages (the fleet at /, a miner at /miners/{id}) share: formatting, the rule of
-// what is live, DOM helpers, HTTP, the WebSocket link with its banner, alerts and mutes.
+// what is live, DOM helpers, HTTP (every change with the session's CSRF token), the
+// sign-in (header area and form), the WebSocket link with its banner, alerts and mutes.
 // Plain JS modules, no build step. Values are written with textContent only (never
 // innerHTML), so nothing a miner reports (a label, a reason, an alert message) can inject
 // markup.
@@ -160,9 +161,14 @@ export function notify(text) {
 
 // ---- HTTP ---------------------------------------------------------------------------------
 
+// A read: rejects with the HTTP status as `status` (401: the api wants a sign-in first).
 export async function getJson(path) {
   const response = await fetch(path, { headers: { Accept: "application/json" } });
   if (!response.ok) {
+    if (response.status === 401 && session.user) {
+      setUser(null); // the session ran out while the page was open
+      showSignIn("Your sign-in has ended: sign in again to go on.");
+    }
     const error = new Error(`${path}: HTTP ${response.status}`);
     error.status = response.status;
     throw error;
@@ -170,11 +176,15 @@ export async function getJson(path) {
   return response.json();
 }
 
-// A change through the api; resolves to the answer's JSON, rejects with its one-line detail.
-export async function send(method, path, body) {
-  const options = { method, headers: { Accept: "application/json" } };
+// One request with the session's CSRF token on every change; resolves to
+// {ok, status, body} whatever the status (control answers carry a result on errors too),
+// rejects only when the api cannot be reached.
+export async function request(method, path, body) {
+  const headers = { Accept: "application/json" };
+  const options = { method, headers, cache: "no-store" };
+  if (method !== "GET" && method !== "HEAD" && session.user) headers["X-CSRF-Token"] = session.user.csrf;
   if (body !== undefined) {
-    options.headers["Content-Type"] = "application/json";
+    headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
   let response;
@@ -189,11 +199,217 @@ export async function send(method, path, body) {
   } catch {
     // no JSON body: the status says it
   }
-  if (!response.ok) {
-    const detail = answer && typeof answer.detail === "string" ? answer.detail : `HTTP ${response.status}`;
-    throw new Error(detail);
+  return { ok: response.ok, status: response.status, body: answer };
+}
+
+// A command's result in an answer: the body itself when it succeeded, its `result` when
+// not (the api answers {status_code, detail, result, limits} then).
+export function resultOf(body) {
+  if (isObject(body) && isObject(body.result)) return body.result;
+  return isObject(body) && typeof body.status === "string" ? body : null;
+}
+
+// What an answer says, in one line: a command's message, else the api's detail.
+export function answerText(answer) {
+  const { body, status } = answer;
+  const result = resultOf(body);
+  if (result && typeof result.message === "string" && result.message) return result.message;
+  if (isObject(body) && typeof body.detail === "string" && body.detail) return body.detail;
+  if (status === 401) return "sign in first";
+  if (status === 403) return "your role may not do this";
+  return `HTTP ${status}`;
+}
+
+// A change through the api; resolves to the answer's JSON, rejects with its one-line detail.
+export async function send(method, path, body) {
+  const answer = await request(method, path, body);
+  if (!answer.ok) {
+    if (answer.status === 401) showSignIn("Changes need a sign-in: an access token of role operator or admin.");
+    const error = new Error(answerText(answer));
+    error.status = answer.status;
+    throw error;
   }
-  return answer;
+  return answer.body;
+}
+
+// ---- the session: who is signed in, and the CSRF token every change sends ----------------
+//
+// The session itself is an HttpOnly cookie; the page keeps only the CSRF token, in memory,
+// and asks GET /api/session for it again on every load. `[api] auth = "token"`: every read
+// needs the session, and a 401 puts the sign-in form up; `"lan"`: reads are open, changes
+// need a session of a role that may make them. GET /api/session says which (`auth`), signed
+// in or not.
+
+const ROLES = ["viewer", "operator", "admin"];
+const session = { user: null, mode: null, listeners: [], waiting: [], required: false };
+
+export const currentUser = () => session.user;
+// Operators and admins act on miners; viewers only look.
+export const canControl = () => !!session.user && ROLES.indexOf(session.user.role) >= 1;
+export const onSession = (listener) => session.listeners.push(listener);
+
+function userOf(body) {
+  if (!isObject(body) || typeof body.name !== "string" || typeof body.csrf !== "string") return null;
+  if (body.auth === "token" || body.auth === "lan") session.mode = body.auth;
+  return { name: body.name, role: ROLES.includes(body.role) ? body.role : "viewer", csrf: body.csrf };
+}
+
+function setUser(user) {
+  session.user = user;
+  renderSession();
+  for (const listener of session.listeners) listener(user);
+}
+
+// Who is signed in, from the cookie (null: nobody, or an api without sign-in).
+export async function loadSession() {
+  let answer;
+  try {
+    answer = await request("GET", "/api/session");
+  } catch (error) {
+    console.warn("minerwatch: could not load /api/session:", error);
+    renderSession();
+    return session.user;
+  }
+  if (isObject(answer.body) && (answer.body.auth === "token" || answer.body.auth === "lan")) {
+    session.mode = answer.body.auth;
+  }
+  setUser(answer.ok ? userOf(answer.body) : null);
+  return session.user;
+}
+
+async function signIn(token) {
+  const answer = await request("POST", "/api/session", { token });
+  const user = answer.ok ? userOf(answer.body) : null;
+  if (!user) {
+    throw new Error(answer.status === 401 || answer.status === 403
+      ? `Not signed in: ${answerText(answer).replace(/^sign in first$/, "that token is not valid")}`
+      : `Not signed in: ${answerText(answer)}`);
+  }
+  return user;
+}
+
+async function signOut() {
+  let answer;
+  try {
+    answer = await request("DELETE", "/api/session");
+  } catch (error) {
+    notify(`Could not sign out: ${error.message}`);
+    return;
+  }
+  if (!answer.ok && answer.status !== 401) {
+    notify(`Could not sign out: ${answerText(answer)}`);
+    return;
+  }
+  setUser(null);
+  // Where reads need the session too, the page's data is no longer for this browser: the
+  // page starts again, at the sign-in form.
+  if (session.mode === "token") location.reload();
+}
+
+// Resolves once someone has signed in; meanwhile the page shows the sign-in form alone.
+export function requireSignIn(why) {
+  session.required = true;
+  showSignIn(why || "This minerwatch needs a sign-in to show anything.");
+  return new Promise((resolve) => session.waiting.push(resolve));
+}
+
+// The header's "Sign in" / "Signed in as NAME (role) · Sign out".
+function renderSession() {
+  const area = sessionArea();
+  if (session.user) {
+    const { name, role } = session.user;
+    const who = el("span", "who");
+    who.append("Signed in as ", el("strong", "", name), ` (${role})`);
+    area.replaceChildren(who, el("span", "sep", " · "), button("Sign out", "quiet", signOut));
+  } else {
+    area.replaceChildren(button("Sign in", "quiet", () => showSignIn()));
+  }
+}
+
+function sessionArea() {
+  let area = document.getElementById("session");
+  if (!area) {
+    area = el("div", "session");
+    area.id = "session";
+    const link = document.getElementById("link");
+    link.before(area);
+  }
+  return area;
+}
+
+// The sign-in form: an access token (`minerwatch-api token create`) and a button.
+function signInForm() {
+  let section = document.getElementById("signin");
+  if (section) return section;
+  section = el("section", "signin");
+  section.id = "signin";
+  section.hidden = true;
+  section.setAttribute("aria-labelledby", "signin-title");
+  const form = el("form", "signin-form");
+  form.noValidate = true;
+  const title = el("h2", "", "Sign in");
+  title.id = "signin-title";
+  const why = el("p", "cover");
+  why.id = "signin-why";
+  const label = el("label", "field");
+  const input = el("input");
+  input.id = "signin-token";
+  input.name = "token";
+  input.type = "password";
+  input.autocomplete = "current-password";
+  input.spellcheck = false;
+  input.setAttribute("aria-describedby", "signin-why signin-error");
+  label.append(el("span", "field-label", "Access token"), input);
+  const submit = el("button", "primary", "Sign in");
+  submit.type = "submit";
+  const cancel = button("Cancel", "quiet", () => { section.hidden = true; });
+  cancel.id = "signin-cancel";
+  const actions = el("div", "form-actions");
+  actions.append(submit, cancel);
+  const problem = el("p", "error");
+  problem.id = "signin-error";
+  problem.setAttribute("role", "alert");
+  form.append(title, why, label, actions, problem);
+  section.append(form);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = input.value.trim();
+    if (!token) {
+      problem.textContent = "Enter your access token.";
+      input.focus();
+      return;
+    }
+    submit.disabled = true;
+    problem.textContent = "";
+    try {
+      const user = await signIn(token);
+      input.value = "";
+      section.hidden = true;
+      document.body.classList.remove("needs-signin");
+      session.required = false;
+      setUser(user);
+      for (const resolve of session.waiting.splice(0)) resolve(user);
+    } catch (error) {
+      problem.textContent = error.message;
+      input.select();
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  document.querySelector("main").prepend(section);
+  return section;
+}
+
+export function showSignIn(why) {
+  const section = signInForm();
+  document.getElementById("signin-why").textContent = why
+    || "With an access token of role operator or admin you can also control miners.";
+  document.getElementById("signin-cancel").hidden = session.required;
+  document.body.classList.toggle("needs-signin", session.required);
+  section.hidden = false;
+  const input = document.getElementById("signin-token");
+  input.focus();
+  section.scrollIntoView({ block: "nearest" });
 }
 
 // ---- the link to the api, services and the banner -----------------------------------------
@@ -223,6 +439,7 @@ export class Live {
 
   // /api/config until the api answers: the base topic and when a sample is stale.
   async configure() {
+    await loadSession();
     while (this.base === null) {
       try {
         const config = await getJson("/api/config");
@@ -231,6 +448,10 @@ export class Live {
         else this.staleAfterS = 3 * this.pollIntervalS;
         this.base = config.base_topic;
       } catch (error) {
+        if (error.status === 401) {
+          await requireSignIn(); // `[api] auth = "token"`: nothing is shown without it
+          continue;
+        }
         console.warn("minerwatch: waiting for the api:", error);
         this.setLink(false);
         await new Promise((resolve) => setTimeout(resolve, RECONNECT_MIN_MS));

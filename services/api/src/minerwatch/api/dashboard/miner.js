@@ -1,12 +1,14 @@
 // minerwatch miner page, /miners/{miner_id} (or /miner.html?id=...): who the miner is,
 // whether it is live and since when, its history as charts over a picked range (from
 // /api/miners/{id}/samples?step=auto, extended live over WS /ws), its firing alerts with
-// mute, and its events as a timeline.
+// mute, its events as a timeline (status changes, alerts, and the commands people and
+// services gave it: who did what, and how it ended), and the Control section (control.js).
 import {
   AlertList, Live, age, capitalized, clock, duration, el, getJson, hashrate, isNum, isObject,
   lastSeen, minerState, newer, notLiveReason, num, power, setValue, tsMs,
 } from "./common.js";
 import { Chart, MINER_CHARTS, RANGES, addSample, rangePicker, rowOf } from "./charts.js";
+import { ACTIONS, Control, describeChanges } from "./control.js";
 
 const TICK_MS = 1000;
 const EVENTS_LIMIT = 100;
@@ -30,9 +32,14 @@ const charts = [];
 const events = [];
 
 const live = new Live({
-  filters: [`miners/${minerId}/+`, `alerts/${minerId}/+`, "mutes/+"],
+  // miners/{id}/+ has the retained autotune progress (…/tune) too; command results are
+  // not retained: they come live only, the older ones from the events api.
+  filters: [`miners/${minerId}/+`, `miners/${minerId}/command/result`, `alerts/${minerId}/+`, "mutes/+"],
   onTopic,
-  onService: () => renderState(),
+  onService: () => {
+    renderState();
+    control.tick(); // a run of a collector that went offline is no longer live
+  },
 });
 const alertList = new AlertList({
   list: document.getElementById("alert-list"),
@@ -42,6 +49,13 @@ const alertList = new AlertList({
 });
 
 const labelOf = () => (miner.info && miner.info.label) || minerId;
+
+const control = new Control({
+  minerId,
+  live,
+  onCommand: (result) => addEvent(commandEvent(result)),
+  stateOf: () => document.getElementById("miner-state").dataset.state || "unknown",
+});
 
 // ---- identity, state, latest reading ------------------------------------------------------
 
@@ -189,7 +203,29 @@ function showMissing() {
 
 // ---- events -------------------------------------------------------------------------------
 
+// An audit entry: who did what to the miner, and how it ended.
+function commandText(event) {
+  const what = (ACTIONS[event.action] && ACTIONS[event.action].done) || capitalized(String(event.action || "command"));
+  const node = el("span", "what");
+  node.append(el("strong", "", what));
+  if (event.by) node.append(` by ${event.by}`);
+  node.append(": ", el("span", `outcome outcome-${event.status === "ok" ? "ok" : "not-ok"}`, String(event.status || "unknown")));
+  if (event.message) node.append(` — ${event.message}`);
+  const changes = event.status === "ok" ? describeChanges(event) : "";
+  if (changes) node.append(el("span", "sub", changes));
+  return node;
+}
+
+// A CommandResult (over the WebSocket or as the api's answer) as an events-list item.
+function commandEvent(result) {
+  const { id, ts, action, by, status, message, changed, before, after } = result;
+  return { type: "command", id, ts, action, by, status, message, changed, before, after };
+}
+
 function eventText(event) {
+  if (event.type === "command") {
+    return [event.status === "ok" ? "command" : "command-failed", commandText(event)];
+  }
   if (event.type === "status" && isObject(event.status)) {
     const { state, reason } = event.status;
     return [state, capitalized(state || "unknown") + (reason ? `: ${reason}` : "")];
@@ -210,7 +246,7 @@ function renderEvents() {
     item.dataset.type = event.type;
     const when = el("time", "when", clock(event.ts));
     when.dateTime = event.ts;
-    item.append(when, el("span", "what", text));
+    item.append(when, typeof text === "string" ? el("span", "what", text) : text);
     return item;
   }));
   document.getElementById("no-events").hidden = events.length > 0;
@@ -220,6 +256,8 @@ function renderEvents() {
 function eventKey(event) {
   if (event.type === "status" && isObject(event.status)) return `status|${event.ts}|${event.status.state}`;
   if (event.type === "alert" && isObject(event.alert)) return `alert|${event.ts}|${event.alert.rule}|${event.alert.state}`;
+  // A command's id, where the events api and the result both carry it.
+  if (event.type === "command") return event.id ? `command|${event.id}` : `command|${event.ts}|${event.action}|${event.status}`;
   return `${event.type}|${event.ts}`;
 }
 
@@ -276,7 +314,14 @@ async function loadEnergy() {
 // ---- live ---------------------------------------------------------------------------------
 
 function onTopic(levels, payload, topic) {
-  if (levels.length === 3 && levels[0] === "miners" && levels[1] === minerId) {
+  if (levels.length === 3 && levels[0] === "miners" && levels[1] === minerId && levels[2] === "tune") {
+    control.onTune(payload);
+  } else if (levels.length === 4 && levels[0] === "miners" && levels[1] === minerId
+             && levels[2] === "command" && levels[3] === "result") {
+    if (isObject(payload) && typeof payload.ts === "string" && payload.action !== "settings") {
+      addEvent(commandEvent(payload));
+    }
+  } else if (levels.length === 3 && levels[0] === "miners" && levels[1] === minerId) {
     update(levels[2], payload);
   } else if (levels.length === 3 && levels[0] === "alerts" && levels[1] === minerId) {
     const wasFiring = alertList.alerts.has(topic);
@@ -346,8 +391,10 @@ async function start() {
   await Promise.all([loadMiner(), loadHistory(), loadEvents()]);
   live.connect();
   loadEnergy();
+  control.start();
   setInterval(() => {
     renderState();
+    control.tick();
     if (alertList.alerts.size) alertList.render();
   }, TICK_MS);
 }

@@ -1,4 +1,4 @@
-"""``GET /api/events``: the fleet's status changes and alerts, oldest first."""
+"""``GET /api/events``: the fleet's status changes, alerts and commands, oldest first."""
 
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ from minerwatch.api.routes.params import (
 
 @get(
     "/api/events",
-    summary="The fleet's status changes and alerts, oldest first",
+    summary="The fleet's status changes, alerts and commands, oldest first",
     description=(
         "The items of `/api/miners/{miner_id}/events`, of every miner (or of `miner_id`), "
-        "of both kinds (or of `type`: `status` or `alert`). `since`, `until` and `limit` "
-        "work as for a miner's samples."),
+        "of every kind (or of `type`: `status`, `alert` or `command`). `since`, `until` "
+        "and `limit` work as for a miner's samples."),
     responses={400: BAD_PARAMETER, 503: NO_DATABASE},
     dependencies=WINDOW,
 )
@@ -44,7 +44,8 @@ async def events_index(
     miner_id: str | None = Parameter(default=None, description=f"only this miner: {ID_HELP}",
                                      schema_extra=optional(OpenAPIType.STRING, **ID_SCHEMA)),
     event_type: str | None = Parameter(
-        query="type", default=None, description="only `status` or only `alert` events",
+        query="type", default=None,
+        description="only `status`, only `alert` or only `command` events",
         schema_extra=optional(OpenAPIType.STRING, enum=list(EVENT_TYPES))),
 ) -> list[MinerEvent]:
     if miner_id is not None:

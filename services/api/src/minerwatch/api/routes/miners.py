@@ -1,6 +1,6 @@
 """``GET /api/miners``, a miner's label and forgetting (``PATCH`` / ``DELETE
 /api/miners/{miner_id}``), and its history: ``/api/miners/{miner_id}/samples`` and
-``/api/miners/{miner_id}/events``."""
+``/api/miners/{miner_id}/events`` (status changes, alerts and commands)."""
 
 from __future__ import annotations
 
@@ -180,12 +180,17 @@ async def miner_samples_handler(
 
 @get(
     "/events",
-    summary="A miner's status changes and alerts, oldest first",
+    summary="A miner's status changes, alerts and commands, oldest first",
     description=(
         "Status changes (`{\"type\": \"status\", \"ts\", \"status\": <status payload>}`, "
-        "`ts` being the status's `since`) and alert events (`{\"type\": \"alert\", \"ts\", "
-        "\"alert\": <alert payload>}`), merged in time order; the payloads are exactly as "
-        "published on MQTT. `since`, `until` and `limit` work as for samples."
+        "`ts` being the status's `since`), alert events (`{\"type\": \"alert\", \"ts\", "
+        "\"alert\": <alert payload>}`) and commands (`{\"type\": \"command\", \"ts\", "
+        "\"miner_id\", \"action\", \"by\", \"status\", \"message\", \"changed\", "
+        "\"before\", \"after\", \"requested\", \"id\"}`: the audit of every command that "
+        "could change something, `ts` being when it ended, `requested` when it was asked; "
+        "read-only `settings` commands are not kept), merged in time order; the status and "
+        "alert payloads are exactly as published on MQTT. `since`, `until` and `limit` work "
+        "as for samples."
     ),
     responses=HISTORY_ANSWERS,
     dependencies=WINDOW,
