@@ -190,8 +190,9 @@ class ApiConfig(_Section):
     allowed_origins: list[str] = msgspec.field(default_factory=list)
     #: How long a dashboard sign-in lasts.
     session_ttl_s: Positive = 7 * 24 * 3600.0
-    #: How long the api waits for the collector to carry out a command.
-    command_timeout_s: Positive = 60.0
+    #: How long the api waits for the collector to carry out a command: longer than the
+    #: collector's ``[control] restart_timeout_s``, so a slow restart is still answered.
+    command_timeout_s: Positive = 240.0
     #: Where people reach the dashboard (``http://minerwatch.lan:8000``): notifications
     #: link to a miner's page under it. Unset: no links.
     public_url: str | None = None
