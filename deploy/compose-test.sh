@@ -142,8 +142,11 @@ say "every container is healthy: $(compose ps --format '{{.Service}}' | sort | t
 phase "healthy"
 
 api=$(compose port api 8000)
+# Reads need a token (auth = "token", the production default): one made the documented way.
+token=$(compose exec -T api minerwatch-api token create --role viewer --name compose-test |
+  tail -n 1) || fail "minerwatch-api token create failed: $token"
 # The checks over HTTP, from this host through the published port; each retries for 60 s.
-"$PYTHON" - "http://$api" <<'PY'
+"$PYTHON" - "http://$api" "$token" <<'PY'
 import json
 import sys
 import time
@@ -151,12 +154,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-base = sys.argv[1]
+base, token = sys.argv[1], sys.argv[2]
 
 
 def get(path: str) -> tuple[int, object]:
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(base + path, timeout=5) as answer:
+        with urllib.request.urlopen(request, timeout=5) as answer:
             return answer.status, json.load(answer)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")

@@ -58,6 +58,10 @@ if [ "$mode" = demo ]; then
   export MINERWATCH_DEMO_CGMINER=${MINERWATCH_DEMO_CGMINER:-3}
   export MINERWATCH_DEMO_PORT=${MINERWATCH_DEMO_PORT:-14000}
   export MINERWATCH_DEMO_CONTROL_PORT=${MINERWATCH_DEMO_CONTROL_PORT:-14999}
+  # The demo's miners are simulated: control is on and reads are open to this machine
+  # (writes still need a token, made below). Never the defaults of `make run`.
+  export MINERWATCH_API_AUTH=${MINERWATCH_API_AUTH:-lan}
+  export MINERWATCH_CONTROL_ENABLED=${MINERWATCH_CONTROL_ENABLED:-true}
   MINERWATCH_MINERS=$(minerwatch-sim --print-urls --axeos "$MINERWATCH_DEMO_AXEOS" \
     --cgminer "$MINERWATCH_DEMO_CGMINER" --base-port "$MINERWATCH_DEMO_PORT")
   export MINERWATCH_MINERS
@@ -94,5 +98,15 @@ if [ "$answers" = no ]; then
 else
   echo "using the broker at $host:$port"
 fi
-[ "$mode" = demo ] && echo "dashboard: http://${MINERWATCH_API_LISTEN:-127.0.0.1:8000}/  (simulator control: http://127.0.0.1:$MINERWATCH_DEMO_CONTROL_PORT/miners)"
+if [ "$mode" = demo ]; then
+  # An admin token for the dashboard's sign-in, made once and kept in .demo/token (0600);
+  # made again when the demo's database no longer has it.
+  if [ ! -s .demo/token ] || ! minerwatch-api token list 2>/dev/null | grep -q '^demo '; then
+    minerwatch-api token revoke demo >/dev/null 2>&1 || true
+    (umask 077 && minerwatch-api token create --role admin --name demo | tail -n 1 > .demo/token) ||
+      { echo "could not make the demo's token"; exit 1; }
+  fi
+  echo "dashboard: http://${MINERWATCH_API_LISTEN:-127.0.0.1:8000}/  (simulator control: http://127.0.0.1:$MINERWATCH_DEMO_CONTROL_PORT/miners)"
+  echo "sign in (restart, settings, autotune) with the demo's admin token: $(cat .demo/token)"
+fi
 exec honcho start -f "$procfile" "${processes[@]}"

@@ -139,7 +139,6 @@ async def delivered(port: int, publisher: str, topic: str) -> bool:
         ("api", "minerwatch/miners/m1/command", True),
         ("admin", "minerwatch/miners/m1/command", True),
         ("reader", "minerwatch/miners/m1/command", False),
-        ("homeassistant", "minerwatch/miners/m1/command", False),
         ("alerts", "minerwatch/alerts/m1/overheat", True),
         ("alerts", "minerwatch/mutes/m1", True),  # it clears expired mutes
         ("alerts", "minerwatch/miners/m1/sample", False),
