@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from store import database  # a fresh SQLite file or a throwaway PostgreSQL schema
 
 from minerwatch.api.app import create_app
+from minerwatch.api.tokens import add_token, create_table
 from minerwatch.shared import db
 from minerwatch.shared.config import Config, DatabaseConfig, MqttConfig
 from minerwatch.shared.schemas import format_ts
@@ -175,7 +176,12 @@ async def measure(kind: str, workdir: Path, port: int) -> dict[str, Any]:
         month = {"since": ts(NOW_MS - DAYS * DAY_MS), "until": ts(NOW_MS)}
         recent = {"since": ts(NOW_MS - (MINUTE_HOURS * HOUR_MS - HOUR_MS)),
                   "until": ts(NOW_MS)}
-        async with serve(url, port) as base, httpx.AsyncClient(base_url=base, timeout=120) as http:
+        # As a user reads it: with a viewer token (the production default, auth = "token").
+        await create_table(engine)
+        async with engine.begin() as conn:
+            token = await add_token(conn, "bench", "viewer", int(time.time() * 1000))
+        async with serve(url, port) as base, httpx.AsyncClient(
+                base_url=base, timeout=120, headers={"Authorization": f"Bearer {token}"}) as http:
             for name, path, params in (
                 ("month", "/api/fleet/samples", {**month, "step": "auto"}),
                 ("recent", "/api/fleet/samples", {**recent, "step": "auto"}),

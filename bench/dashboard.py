@@ -127,7 +127,9 @@ def start_api(workdir: Path, broker_port: int, db_url: str) -> tuple[subprocess.
     env = {**os.environ, "MINERWATCH_MQTT_URL": f"mqtt://127.0.0.1:{broker_port}",
            "MINERWATCH_BASE_TOPIC": BASE, "MINERWATCH_DB_URL": db_url,
            "MINERWATCH_API_LISTEN": f"127.0.0.1:{port}",
-           "MINERWATCH_CONFIG": str(workdir / "none.toml")}
+           "MINERWATCH_CONFIG": str(workdir / "none.toml"),
+           # The pages as the demo serves them: reads open (a sign-in is the same reads).
+           "MINERWATCH_API_AUTH": "lan"}
     (workdir / "none.toml").write_text("")
     log = open(workdir / "api.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "minerwatch.api"], env=env, stdout=log,
