@@ -256,7 +256,11 @@ async def demo(
         }
         demo = Demo(mosquitto, fleet, env, workdir, NodeRed(workdir, port_picker(), env))
         await demo.start_collector()
-        await demo.node_red.start()
+        try:  # a Node-RED that does not start must not leave the collector running
+            await demo.node_red.start()
+        except BaseException:
+            await demo.stop_collector()
+            raise
         try:
             yield demo
         finally:
