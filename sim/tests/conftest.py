@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -11,6 +12,7 @@ import pytest
 
 from minerwatch.sim.control import ControlApi
 from minerwatch.sim.fleet import Fleet
+from tests import waiting
 
 
 class ManualClock:
@@ -48,26 +50,11 @@ CgCall = Callable[..., Awaitable[bytes]]
 Eventually = Callable[..., Awaitable[object]]
 
 
-async def _eventually(check: Callable[[], object], timeout: float = 5.0) -> object:
-    """Retry ``check`` until it returns something truthy without an AssertionError."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            problem: object = f"returned {result!r}"
-        except AssertionError as exc:
-            problem = exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {problem}")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def eventually() -> Eventually:
-    """Wait for a condition (a plain check), never for a fixed time."""
-    return _eventually
+    """Wait for a condition (a plain check), never for a fixed time: the one
+    ``tests.waiting.eventually``, with the short limits an in-process fleet needs."""
+    return functools.partial(waiting.eventually, timeout=5.0, interval=0.02)
 
 
 async def _cgminer_call(port: int, request: bytes, timeout: float = 2.0) -> bytes:
