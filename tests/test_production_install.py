@@ -31,6 +31,7 @@ import pytest
 import pytest_asyncio
 
 from minerwatch.shared.mqtt.client import Client, MqttError
+from minerwatch.shared.topics import mac_miner_id
 from minerwatch.sim.fleet import Fleet
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -139,6 +140,8 @@ class Stack:
     db: Path
     api: str
     logs: Path
+    #: What the installed api's own CLI needs (its environment and settings).
+    api_env: dict[str, str] | None = None
 
     def miners_stored(self) -> set[str]:
         if not self.db.exists():
@@ -168,9 +171,11 @@ async def stack(environments: dict[str, Path], tmp_path_factory: pytest.TempPath
                 "MINERWATCH_DB_URL": f"sqlite:///{stack.db}",
                 "MINERWATCH_API_LISTEN": f"127.0.0.1:{api_port}",
                 "MINERWATCH_API_AUTH": "lan",  # reads open, as these tests read
+                "MINERWATCH_CONTROL_ENABLED": "true",
                 "MINERWATCH_MINERS": ",".join(fleet.urls()),
                 "MINERWATCH_POLL_INTERVAL_S": "0.5",
             }
+            stack.api_env = clean_env(environments["api"], **common)
             procs: dict[str, asyncio.subprocess.Process] = {}
             for name in SERVICES:
                 env = clean_env(environments[name], MINERWATCH_MQTT_URL=broker.url(name),
@@ -229,6 +234,39 @@ async def test_the_installed_services_run_together_on_the_production_broker(
         for path in ("/", "/app.js", "/vendor/uplot/uPlot.iife.min.js"):
             assert (await client.get(path)).status_code == 200, path
     print(f"installed stack up and storing every miner in {time.monotonic() - started:.1f} s")
+
+
+@in_module_loop
+async def test_a_command_goes_through_the_installed_services_and_the_acl(stack: Stack) -> None:
+    """A token from the installed api's CLI; the api publishes the command (its account
+    may), the installed collector carries it out over httpx and answers (its account may
+    publish results, not commands), the store audits it."""
+    assert stack.api_env is not None
+    proc = await asyncio.create_subprocess_exec(
+        stack.api_env["PATH"].split(os.pathsep)[0] + "/minerwatch-api", "token", "create",
+        "--role", "operator", "--name", "installed", env=stack.api_env, cwd=stack.logs,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    token = out.decode().strip()
+    miner = stack.fleet.axeos_miners[0]
+    miner_id = mac_miner_id(miner.mac or "") or ""
+    async with httpx.AsyncClient(base_url=stack.api, timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        async def identified() -> httpx.Response:
+            reply = await client.post(f"/api/miners/{miner_id}/actions/identify")
+            assert reply.status_code == 200, reply.text  # 503 until the collector is online
+            return reply
+
+        reply = await eventually(identified)
+    assert reply.json()["status"] == "ok" and miner.identified_at is not None
+
+    def audited() -> list[tuple[str, str]]:
+        with sqlite3.connect(stack.db, timeout=5) as conn:
+            return conn.execute("SELECT action, status FROM command_events WHERE miner_id = ?",
+                                (miner_id,)).fetchall()
+
+    assert await eventually(audited) == [("identify", "ok")]
 
 
 @in_module_loop
