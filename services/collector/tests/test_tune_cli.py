@@ -21,7 +21,10 @@ from minerwatch.shared.messages import Received, decode_message
 from minerwatch.shared.schemas import MinerInfo, TuneProgress, encode
 from minerwatch.sim.axeos import AxeOSMiner
 from minerwatch.sim.fleet import Fleet
-from tests.waiting import eventually
+
+# tests/waiting.py, as the end-to-end tests import it (the suite runs in importlib mode).
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from waiting import eventually
 
 COLLECTOR = str(Path(sys.executable).parent / "minerwatch-collector")
 SEED = 1  # its first Gamma hashes at 99.6 % of expected (see test_tune_sim)

@@ -8,7 +8,9 @@ milliseconds.
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +46,10 @@ from minerwatch.shared.schemas import (
     TuneStep,
     now_ts,
 )
-from tests.waiting import eventually
+
+# tests/waiting.py, as the end-to-end tests import it (the suite runs in importlib mode).
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from waiting import eventually
 
 GAMMA = MinerFacts(asic="BM1370", device_model="Gamma", small_cores=2040, asic_count=1)
 FAST = TuneConfig(settle_s=0.005, window_s=0.015, poll_s=0.005)
