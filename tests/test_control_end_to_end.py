@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -30,9 +29,10 @@ from minerwatch.sim.fleet import Fault, Fleet
 sys.path.insert(0, str(Path(__file__).parent))
 from waiting import eventually
 
+from services import BIN, start_services, stop_services
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-BIN = Path(sys.executable).parent
 SERVICES = ("collector", "store", "alerts", "api")
 NAMES = ("gamma-a", "gamma-b", "gamma-c")  # the AxeOS miners, by their configured names
 #: A seed whose gamma-b and gamma-c hash at least 99 % of what they should: the
@@ -131,11 +131,7 @@ restart_backoff_s = 60
         stack = Stack(base, broker, fleet, f"http://127.0.0.1:{api_port}")
         for role in ("viewer", "operator"):
             stack.tokens[role] = await make_token(env, workdir, role)
-        for name in SERVICES:
-            stack.procs[name] = await asyncio.create_subprocess_exec(
-                BIN / f"minerwatch-{name}", env=env, cwd=workdir,
-                stderr=open(workdir / f"{name}.log", "wb"),  # noqa: SIM115 - the child owns it
-            )
+        stack.procs = await start_services(SERVICES, env, workdir)
         try:
             async with httpx.AsyncClient(headers=stack.headers("viewer"), timeout=40) as client:
                 async def every_miner_live() -> bool:
@@ -145,15 +141,7 @@ restart_backoff_s = 60
                 await eventually(every_miner_live, timeout=30)
             yield stack
         finally:
-            codes = {}
-            for name, proc in stack.procs.items():
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                codes[name] = await asyncio.wait_for(proc.wait(), 30)
-            logs = {name: (workdir / f"{name}.log").read_text() for name in SERVICES}
-            assert codes == dict.fromkeys(SERVICES, 0), f"unclean exits: {codes}\n{logs}"
-            for name, text in logs.items():
-                assert "Traceback" not in text, f"{name} logged a traceback:\n{text}"
+            await stop_services(stack.procs, workdir, timeout_s=30)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

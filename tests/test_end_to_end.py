@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -28,9 +27,10 @@ from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 sys.path.insert(0, str(Path(__file__).parent))
 from waiting import eventually
 
+from services import start_services, stop_services
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-BIN = Path(sys.executable).parent
 SERVICES = ("collector", "store", "alerts", "api")
 POLL_S = 0.5
 
@@ -96,25 +96,13 @@ severity = "warning"
             "MINERWATCH_POLL_INTERVAL_S": str(POLL_S),
         }
         stack = Stack(broker, base, fleet, workdir / "history.db", f"http://127.0.0.1:{api_port}")
-        for name in SERVICES:
-            stack.procs[name] = await asyncio.create_subprocess_exec(
-                BIN / f"minerwatch-{name}", env=env, cwd=workdir,
-                stderr=open(workdir / f"{name}.log", "wb"),  # noqa: SIM115 - the child owns it
-            )
+        stack.procs = await start_services(SERVICES, env, workdir)
         try:
             async with httpx.AsyncClient() as client:
                 await eventually(lambda: client.get(f"{stack.api}/healthz"), timeout=20)
             yield stack
         finally:
-            codes = {}
-            for name, proc in stack.procs.items():
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                codes[name] = await asyncio.wait_for(proc.wait(), 15)
-            logs = {name: (workdir / f"{name}.log").read_text() for name in SERVICES}
-            assert codes == dict.fromkeys(SERVICES, 0), f"unclean exits: {codes}\n{logs}"
-            for name, text in logs.items():
-                assert "Traceback" not in text, f"{name} logged a traceback:\n{text}"
+            await stop_services(stack.procs, workdir)
 
 
 async def test_samples_reach_the_database_with_the_simulators_values(stack: Stack) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -33,9 +32,10 @@ from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 sys.path.insert(0, str(Path(__file__).parent))
 from waiting import eventually
 
+from services import start_services, stop_services
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-BIN = Path(sys.executable).parent
 SERVICES = ("collector", "store", "alerts", "api")
 POLL_S = 0.5
 STATS_S = 1.0
@@ -103,25 +103,13 @@ stats_interval_s = {STATS_S}
             "MINERWATCH_POLL_INTERVAL_S": str(POLL_S),
         }
         stack = Stack(base, fleet, workdir, f"http://127.0.0.1:{api_port}")
-        for name in SERVICES:
-            stack.procs[name] = await asyncio.create_subprocess_exec(
-                BIN / f"minerwatch-{name}", env=env, cwd=workdir,
-                stderr=open(workdir / f"{name}.log", "wb"),  # noqa: SIM115 - the child owns it
-            )
+        stack.procs = await start_services(SERVICES, env, workdir)
         try:
             async with httpx.AsyncClient(base_url=stack.api) as client:
                 await eventually(lambda: client.get("/healthz"), timeout=20)
             yield stack
         finally:
-            codes = {}
-            for name, proc in stack.procs.items():
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                codes[name] = await asyncio.wait_for(proc.wait(), 15)
-            logs = {name: stack.log(name) for name in SERVICES}
-            assert codes == dict.fromkeys(SERVICES, 0), f"unclean exits: {codes}\n{logs}"
-            for name, text in logs.items():
-                assert "Traceback" not in text, f"{name} logged a traceback:\n{text}"
+            await stop_services(stack.procs, workdir)
 
 
 @dataclass
