@@ -11,6 +11,7 @@ PostgreSQL URL whose tables live in a throwaway schema.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 import uuid
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import pytest
@@ -51,6 +52,8 @@ from minerwatch.shared.db import (
 from minerwatch.shared.mqtt.client import Client as LeanClient
 from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample
 
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -317,3 +320,24 @@ async def retained_messages(broker: Any, topic_filter: str) -> dict[str, bytes]:
 def broker_retained(broker: Any) -> Callable[[str], Awaitable[dict[str, bytes]]]:
     """``await broker_retained(filter)``: topic -> payload of what the broker retains."""
     return lambda topic_filter: retained_messages(broker, topic_filter)
+
+
+# --- the browser of the dashboard tests ------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium through Playwright (``make browser-deps``), one per test."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -5,30 +5,18 @@ shows (stale, the banner, labels, forget, mute) is in ``test_api_dashboard_truth
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from minerwatch.shared.schemas import AlertEvent, MinerInfo, MinerStatus, Sample, encode, format_ts
 
 StartApi = Callable[..., Any]
 Publish = Callable[..., Awaitable[None]]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SCREENSHOT = "/tmp/dashboard.png"
 
 
@@ -39,14 +27,6 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 def row(page: Page, miner_id: str, field: str) -> Any:

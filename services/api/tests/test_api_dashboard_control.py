@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -77,10 +76,6 @@ from minerwatch.shared.schemas import (
 )
 from minerwatch.shared.topics import command_result_topic, tune_topic
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 MINER = "bitaxe-1"
 #: A Bitaxe Gamma: BM1370, 400-625 MHz and 1000-1250 mV in shared.control.
 LIMITS = limits_for("BM1370", "Gamma 601")
@@ -94,16 +89,6 @@ class Api:
     base: str
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def seed(db_url: str, *, commands: Sequence[dict[str, Any]] = (),

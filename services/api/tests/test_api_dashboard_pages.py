@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 import uvicorn
-from playwright.async_api import Browser, Page, Route, WebSocketRoute, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, WebSocketRoute, expect
 
 from minerwatch.api.app import create_app
 from minerwatch.api.relay import Relay
@@ -53,10 +52,6 @@ from .conftest import make_token
 
 Publish = Callable[..., Any]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 SHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 POLL_S = 10.0  # the collector's poll interval in the api's config: stale after 30 s
 MINUTE_MS, HOUR_MS = 60_000, 3_600_000
@@ -77,14 +72,6 @@ class Api:
     token: str
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +23,7 @@ import aiomqtt
 import httpx
 import pytest
 import uvicorn
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, expect
 
 from minerwatch.api.app import create_app
 from minerwatch.api.relay import Relay
@@ -54,16 +53,6 @@ Seed = Callable[..., Awaitable[None]]
 MakeSample = Callable[..., Sample]
 ReadRetained = Callable[[str], Awaitable[list[tuple[str, bytes]]]]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 #: The collector's poll interval in the api's config: a sample is stale after 3 x this.
 POLL_S = 1.0
 SCREENSHOT = "/tmp/dashboard-truth.png"
@@ -77,14 +66,6 @@ class Api:
     token: str
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

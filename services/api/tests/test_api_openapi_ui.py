@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,36 +17,18 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 import minerwatch.api
 
 StartApi = Callable[..., AbstractAsyncContextManager[Any]]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 API_DIR = Path(minerwatch.api.__file__).parent
 VENDORED = [API_DIR / "openapi_ui", API_DIR / "dashboard" / "vendor" / "uplot"]
 DOCS_PAGES = ["/schema", "/schema/swagger"]
 NOT_VENDORED = ["/schema/redoc", "/schema/elements", "/schema/rapidoc", "/schema/scalar"]
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 def origin(url: str) -> str:
