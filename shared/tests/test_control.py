@@ -90,6 +90,8 @@ def test_pools_and_fan_mode_are_checked() -> None:
     assert pool_address("pool.example:3333") == ("stratum+tcp", "pool.example", 3333)
     assert pool_address("pool.example:99999") is None
     assert is_empty(MinerSettings()) and not is_empty(MinerSettings(fan_mode="auto"))
+    assert is_empty(MinerSettings(pools=Pools()))
+    assert not is_empty(MinerSettings(pools=Pools(fallback=Pool(url="p.example:3333", user="me"))))
 
 
 def command(**changes: object) -> dict[str, object]:

@@ -144,7 +144,12 @@ def check_change(change: MinerSettings, limits: SettingsLimits) -> list[str]:
 
 
 def is_empty(change: MinerSettings) -> bool:
-    return all(getattr(change, name) is None for name in change.__struct_fields__)
+    """Whether ``change`` names no setting at all (``pools`` with neither pool is none)."""
+    pools = change.pools
+    if pools is not None and (pools.primary is not None or pools.fallback is not None):
+        return False
+    return all(getattr(change, name) is None
+               for name in change.__struct_fields__ if name != "pools")
 
 
 _POOL_URL = re.compile(

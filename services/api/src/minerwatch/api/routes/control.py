@@ -31,6 +31,7 @@ from minerwatch.api.routes.params import (
     answer,
     checked,
 )
+from minerwatch.shared.control import is_empty
 from minerwatch.shared.schemas import (
     Action,
     CommandResult,
@@ -72,14 +73,6 @@ def outcome(result: CommandResult) -> Response[CommandResult | CommandFailure]:
     return Response(CommandFailure(status_code=status, detail=f"{result.status}: "
                                    f"{result.message}", result=result, limits=result.limits),
                     status_code=status)
-
-
-def nothing_to_change(settings: MinerSettings) -> bool:
-    pools = settings.pools
-    no_pools = pools is None or (pools.primary is None and pools.fallback is None)
-    return no_pools and all(value is None for value in (
-        settings.frequency_mhz, settings.core_voltage_mv, settings.fan_mode,
-        settings.fan_percent, settings.temp_target_c))
 
 
 async def run(request: Request[Any, Any, Any], relay: Relay, commander: Commander,
@@ -148,7 +141,7 @@ async def settings_change(
     request: Request[Any, Any, Any], data: JSONBody[MinerSettings], relay: NamedDependency[Relay],
     commander: NamedDependency[Commander], miner_id: str = _MINER_ID,
 ) -> Response[CommandResult | CommandFailure]:
-    if nothing_to_change(data):
+    if is_empty(data):
         raise ValidationException("body: give at least one setting to change")
     return await run(request, relay, commander, miner_id, "configure", settings=data)
 
