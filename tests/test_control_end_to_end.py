@@ -27,9 +27,8 @@ from minerwatch.sim.cgminer import CGMinerMiner
 from minerwatch.sim.fleet import Fault, Fleet
 
 sys.path.insert(0, str(Path(__file__).parent))
+from running import BIN, start_services, stop_services
 from waiting import eventually
-
-from services import BIN, start_services, stop_services
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -30,9 +30,8 @@ from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 
 sys.path.insert(0, str(Path(__file__).parent))
+from running import start_services, stop_services
 from waiting import eventually
-
-from services import start_services, stop_services
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
