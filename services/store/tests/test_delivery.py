@@ -206,6 +206,15 @@ async def test_a_shared_subscription_group_splits_the_work_without_doubling_a_sa
             await client.publish(f"{base_topic}/miners/probe/sample",
                                  encode(make.sample("probe", ts_text(T0_MS - probes))), qos=1)
             await asyncio.sleep(0.05)
+        # Count from when the last probe is committed: it went out after both subscribed,
+        # so it is delivered, and it was still in flight when the loop saw both written.
+        last_probe = ("probe", T0_MS - probes)
+
+        async def committed() -> bool:
+            keys = [key for key in await sample_keys(engine) if key[0] == "probe"]
+            return last_probe in keys and one.written + two.written == len(keys)
+
+        await wait_until(committed)
         stored_before = one.new_samples + two.new_samples
         taken_before = one.written + two.written
         for miner, payload, _key in samples:
