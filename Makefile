@@ -102,8 +102,12 @@ lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The suite mostly waits (brokers, polls, timeouts), so it runs in TEST_WORKERS processes
+# (pytest-xdist); each file's tests stay in one, so a module's stack starts once.
+# TEST_WORKERS=0: all in this process.
+TEST_WORKERS ?= 3
 test: setup browser-deps prometheus-deps ha-deps node-red lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Benchmark-only packages (pyasic and friends) come in with the `bench` group.
 bench: setup
