@@ -62,10 +62,8 @@ docker compose version >/dev/null 2>&1 ||
 
 # uv inside the images is the Makefile's uv.
 uv_version=$(sed -n 's/^UV_VERSION := *//p' Makefile)
-for dockerfile in services/*/Dockerfile deploy/sim.Dockerfile; do
-  grep -qx "ARG UV_VERSION=$uv_version" "$dockerfile" ||
-    fail "$dockerfile does not build with uv $uv_version (the Makefile's UV_VERSION)"
-done
+grep -qx "ARG UV_VERSION=$uv_version" deploy/Dockerfile ||
+  fail "deploy/Dockerfile does not build with uv $uv_version (the Makefile's UV_VERSION)"
 
 # The build context as Docker sees it (.dockerignore applied): only the workspace's files.
 python_image=${PYTHON_IMAGE:-python:3.12-slim}

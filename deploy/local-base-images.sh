@@ -2,7 +2,7 @@
 # Local stand-ins for the two base images of deploy/compose.yaml, for a machine whose Docker
 # engine reaches no image registry (Docker Hub) but does reach a Debian mirror:
 #   minerwatch-local/python:3.11    Debian bookworm + python3 (3.11) + python3-venv, for
-#                                   PYTHON_IMAGE (the services' Dockerfiles need python3 with
+#                                   PYTHON_IMAGE (deploy/Dockerfile needs python3 with
 #                                   venv and pip, as python:3.12-slim has)
 #   minerwatch-local/mosquitto:2    Debian bookworm + mosquitto + mosquitto-clients laid out
 #                                   like eclipse-mosquitto: user mosquitto is uid/gid 1883,

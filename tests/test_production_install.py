@@ -1,7 +1,7 @@
 """Each service installed the way its image installs it, and the four run together end to end
 against the production broker config.
 
-Every ``services/*/Dockerfile`` installs its service with exactly ``INSTALL``; here the same
+``deploy/Dockerfile`` installs each service with exactly ``INSTALL``; here the same
 command (uv of ``.tools/``, offline from the cache ``make setup`` filled) puts each service
 into a fresh environment of its own: no dev dependencies, no editable links back to the
 checkout. The four then run from those environments, with nothing of the dev venv on their
@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import yaml
 
 from minerwatch.shared.mqtt.client import Client, MqttError
 from minerwatch.shared.topics import mac_miner_id
@@ -42,7 +43,7 @@ from waiting import eventually
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 SERVICES = ("collector", "store", "alerts", "api")
-#: What each Dockerfile runs to install its service (after a dependency-only layer).
+#: What deploy/Dockerfile runs to install its SERVICE (after a dependency-only layer).
 INSTALL = "uv sync --frozen --no-dev --no-editable --package minerwatch-{service}"
 UV = ROOT / ".tools" / "bin" / "uv"
 #: Not the default base topic: the ACL must have been rendered for it.
@@ -56,10 +57,19 @@ def install_command(service: str) -> str:
     return INSTALL.format(service=service)
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_each_image_installs_its_service_with_the_command_tested_here(service: str) -> None:
-    dockerfile = (ROOT / "services" / service / "Dockerfile").read_text()
-    assert install_command(service) in dockerfile
+def test_the_image_installs_its_service_with_the_command_tested_here() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert install_command("${SERVICE}") in dockerfile
+
+
+def test_compose_builds_each_service_from_that_image() -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    builds = {name: service["build"] for name, service in compose["services"].items()
+              if "build" in service}
+    assert set(builds) == set(SERVICES)
+    for name, build in builds.items():
+        assert (build["dockerfile"], build["args"]["SERVICE"]) == ("deploy/Dockerfile", name)
+        assert build["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.12-slim}"
 
 
 def build_context(folder: Path) -> Path:
