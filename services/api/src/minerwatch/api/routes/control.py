@@ -12,12 +12,12 @@ too many commands wait.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, Parameter, PathParameter
 
 from minerwatch.api.access import route_role, unauthorized
 from minerwatch.api.auth import Principal
@@ -110,7 +110,8 @@ async def run(request: Request[Any, Any, Any], relay: Relay, commander: Commande
       summary="Restart, pause, resume or identify a miner (through the collector)")
 async def action_handler(
     request: Request[Any, Any, Any], relay: NamedDependency[Relay],
-    commander: NamedDependency[Commander], action: str,
+    commander: NamedDependency[Commander],
+    action: Annotated[str, PathParameter(description=" or ".join(SIMPLE_ACTIONS))],
     miner_id: str = _MINER_ID,
 ) -> Response[CommandResult | CommandFailure]:
     if action not in SIMPLE_ACTIONS:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import get
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import OpenAPIType
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from minerwatch.api.database import Database
 from minerwatch.api.history import (
@@ -43,10 +45,9 @@ async def events_index(
     window: NamedDependency[SampleWindow],
     miner_id: str | None = Parameter(default=None, description=f"only this miner: {ID_HELP}",
                                      schema_extra=optional(OpenAPIType.STRING, **ID_SCHEMA)),
-    event_type: str | None = Parameter(
-        query="type", default=None,
-        description="only `status`, only `alert` or only `command` events",
-        schema_extra=optional(OpenAPIType.STRING, enum=list(EVENT_TYPES))),
+    event_type: Annotated[str | None, QueryParameter(
+        name="type", description="only `status`, only `alert` or only `command` events",
+        schema_extra=optional(OpenAPIType.STRING, enum=list(EVENT_TYPES)))] = None,
 ) -> list[MinerEvent]:
     if miner_id is not None:
         checked(miner_id)

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from litestar import Router, delete, get, patch
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import OpenAPIType
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 
 from minerwatch.api.database import Database
 from minerwatch.api.fleet import build_fleet, firing_by_miner, live_miners
@@ -121,8 +122,8 @@ async def forget_miner_handler(
     db: NamedDependency[Database], relay: NamedDependency[Relay],
     config: NamedDependency[Config],
     miner_id: str = Parameter(description=ID_HELP, schema_extra=ID_SCHEMA),
-    purge_history: bool = Parameter(query="purge", default=False,
-                                    description="also delete the miner's history"),
+    purge_history: Annotated[bool, QueryParameter(
+        name="purge", description="also delete the miner's history")] = False,
 ) -> Forgotten:
     checked(miner_id)
     await _known(db, relay, miner_id)
