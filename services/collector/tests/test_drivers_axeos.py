@@ -231,3 +231,28 @@ async def test_driver_serves_each_shape_end_to_end(
         await driver.aclose()
     assert reading.hashrate_ths == pytest.approx(EXPECTED[fixture]["hashrate_ths"])
     assert reading.fan_rpm == EXPECTED[fixture]["fan_rpm"]
+
+
+@pytest.mark.parametrize(("device_model", "board", "identity"), [
+    # ESP-Miner names the family in deviceModel (today in /api/system/asic only): a Bitaxe.
+    ("Gamma", "601", ("Bitaxe", "Gamma BM1370")),
+    ("GammaTurbo", "801", ("Bitaxe", "GammaTurbo BM1370")),
+    (None, "601", ("Bitaxe", "Gamma BM1370")),  # no name: the family by boardVersion
+    (None, None, ("Bitaxe", "Gamma BM1370")),  # nor a board: by the ASIC
+    # The NerdQAxe fork names its board, "Nerd...", whatever else it says.
+    ("NerdQAxe++", "601", ("NerdQAxe", "NerdQAxe++ BM1370")),
+    ("NerdOCTAXE-gamma", None, ("NerdOCTAXE", "NerdOCTAXE-gamma BM1370")),
+    ("nerdaxe", None, ("nerdaxe", "nerdaxe BM1370")),
+])
+def test_only_a_nerd_device_model_is_the_nerdqaxe_fork(
+        device_model: str | None, board: str | None, identity: tuple[str, str],
+        load_json: LoadJson) -> None:
+    info = load_json("bitaxe_gamma_v2.15.0_system_info.json")
+    info.pop("deviceModel", None)
+    info.pop("boardVersion", None)
+    if device_model is not None:
+        info["deviceModel"] = device_model
+    if board is not None:
+        info["boardVersion"] = board
+    reading = parse_system_info(info)
+    assert (reading.make, reading.model) == identity

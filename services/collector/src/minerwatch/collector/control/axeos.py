@@ -23,7 +23,7 @@ import pyotp
 
 from minerwatch.collector.control.driver import ControlError, MinerAction, MinerFacts, ReadBack
 from minerwatch.collector.control.web import http_client, reply_text, send
-from minerwatch.collector.drivers.axeos import decode_body, stratum_url
+from minerwatch.collector.drivers.axeos import decode_body, is_nerdqaxe, stratum_url
 from minerwatch.collector.drivers.reading import PollError, http_reason
 from minerwatch.collector.drivers.values import count, flag, number, positive, text
 from minerwatch.shared.control import pool_address
@@ -68,7 +68,7 @@ def firmware_version(version: object) -> tuple[int, ...]:
 def is_esp_miner(info: Mapping[str, Any]) -> bool:
     """ESP-Miner (Bitaxe) rather than the NerdQAxe fork (NerdQAxe+, NerdOCTAXE...), which
     numbers its versions on its own (v1.0.x) and has no pause."""
-    return not (text(info.get("deviceModel")) or "").lower().startswith("nerd")
+    return not is_nerdqaxe(info.get("deviceModel"))
 
 
 def pauses(info: Mapping[str, Any]) -> bool:

@@ -142,17 +142,26 @@ def _blocks_found(data: Mapping[str, Any]) -> int | None:
     return None
 
 
+def is_nerdqaxe(device_model: object) -> bool:
+    """The NerdQAxe fork (NerdQAxe+, NerdQAxe++, NerdOCTAXE...): its boards are named
+    "Nerd..."; ESP-Miner names a Bitaxe's family ("Gamma") in the same ``deviceModel``
+    field of /api/system/asic, and may one day in /api/system/info too."""
+    return (text(device_model) or "").lower().startswith("nerd")
+
+
 def _identity(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
     asic = text(data.get("ASICModel"))
     device_model = text(data.get("deviceModel"))
-    if device_model:  # NerdQAxe family: "NerdQAxe++", "NerdOCTAXE-gamma"
+    model: str | None
+    if device_model and is_nerdqaxe(device_model):  # "NerdQAxe++", "NerdOCTAXE-gamma"
         prefix = re.match(r"[A-Za-z]+", device_model)
         make = prefix.group() if prefix else device_model
-        model: str | None = device_model
+        model = device_model
     else:
         make = "Bitaxe"
         board = text(data.get("boardVersion"))
-        model = BOARD_FAMILIES.get(board[:1]) if board else None
+        # The firmware's own family name where it gives one, else ours from the board.
+        model = device_model or (BOARD_FAMILIES.get(board[:1]) if board else None)
         model = model or ASIC_FAMILIES.get(asic or "")
     if asic:
         model = f"{model} {asic}" if model else asic
