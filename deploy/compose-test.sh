@@ -9,6 +9,9 @@
 #   - the images build; every container becomes healthy (or running: the simulator)
 #   - GET /healthz on the published port: status ok, every service online
 #   - every simulated miner has stored samples (GET /api/miners/{id}/samples)
+#   - control (on in this stack): an operator token identifies a simulated Bitaxe through
+#     the api, the broker's ACL and the collector, and the store audits it; a viewer is
+#     refused (403)
 #   - the broker refuses an anonymous client and a wrong password, lets `reader` read the
 #     base topic and `homeassistant` the collector's discovery configs
 #   - no container runs as root
@@ -102,7 +105,7 @@ trap finish EXIT
 
 # A test stack of its own: topics that differ from the defaults (the ACL must follow them),
 # ports the engine picks on 127.0.0.1, a 2 s poll.
-MINERWATCH_BASE_TOPIC=mwtest MINERWATCH_HA_PREFIX=hatest \
+MINERWATCH_BASE_TOPIC=mwtest MINERWATCH_HA_PREFIX=hatest MINERWATCH_CONTROL_ENABLED=true \
   MINERWATCH_API_PUBLISH=127.0.0.1: MINERWATCH_MQTT_PUBLISH=127.0.0.1: \
   MINERWATCH_POLL_INTERVAL_S=2 MINERWATCH_MINERS='' \
   sh deploy/init.sh --dir "$work" | sed 's/^/  /' || fail "deploy/init.sh failed"
@@ -141,10 +144,14 @@ phase "healthy"
 
 api=$(compose port api 8000)
 # Reads need a token (auth = "token", the production default): one made the documented way.
-token=$(compose exec -T api minerwatch-api token create --role viewer --name compose-test |
-  tail -n 1) || fail "minerwatch-api token create failed: $token"
+make_token() {  # role name: the token, the last line minerwatch-api prints
+  compose exec -T api minerwatch-api token create --role "$1" --name "$2" | tail -n 1
+}
+token=$(make_token viewer compose-test) || fail "minerwatch-api token create failed: $token"
+operator=$(make_token operator compose-test-operator) ||
+  fail "minerwatch-api token create --role operator failed: $operator"
 # The checks over HTTP, from this host through the published port; each retries for 60 s.
-"$PYTHON" - "http://$api" "$token" <<'PY'
+"$PYTHON" - "http://$api" "$token" "$operator" <<'PY'
 import json
 import sys
 import time
@@ -152,13 +159,15 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-base, token = sys.argv[1], sys.argv[2]
+base, token, operator = sys.argv[1], sys.argv[2], sys.argv[3]
 
 
-def get(path: str) -> tuple[int, object]:
-    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+def get(path: str, method: str = "GET", bearer: str = token,
+        timeout: float = 5) -> tuple[int, object]:
+    request = urllib.request.Request(base + path, method=method,
+                                     headers={"Authorization": f"Bearer {bearer}"})
     try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, json.load(answer)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -203,6 +212,28 @@ def stored() -> tuple[bool, object]:
 rows = until("not every simulated miner has stored samples", stored)
 print(f"compose-test: stored samples of {len(rows)} miners: "
       + ", ".join(f"{miner} {count}" for miner, count in rows.items()))
+
+# Control, end to end through the images: api -> broker (ACL) -> collector -> miner.
+_, miners = get("/api/miners")
+bitaxe = next(m["miner_id"] for m in miners if (m["info"] or {}).get("driver") == "axeos")
+identify = f"/api/miners/{bitaxe}/actions/identify"
+status, body = get(identify, "POST")
+if status != 403:
+    sys.exit(f"compose-test: FAILED: a viewer's identify: expected 403, got {status} {body}")
+status, body = get(identify, "POST", bearer=operator, timeout=60)
+if status != 200 or not isinstance(body, dict) or body.get("status") != "ok":
+    sys.exit(f"compose-test: FAILED: an operator's identify of {bitaxe}: {status} {body}")
+
+
+def audited() -> tuple[bool, object]:
+    status, events = get(f"/api/miners/{bitaxe}/events?type=command")
+    found = [e for e in events if e.get("id") == body["id"]] if status == 200 else []
+    return bool(found), found or (status, events)
+
+
+event = until("the identify is not in the miner's events", audited)[0]
+print(f"compose-test: an operator identified {bitaxe}: {body['status']}, audited as "
+      f"{event['action']} by {event['by']} ({event['status']}); a viewer got 403")
 PY
 
 # MQTT, inside the broker's container with its own client.
