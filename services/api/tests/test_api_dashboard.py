@@ -93,6 +93,9 @@ async def test_dashboard_shows_the_fleet_and_updates_live(
         await expect(row(page, "s19-rack2", "name").locator(".name")).to_have_text("Rack 2 · S19")
         await expect(row(page, "s19-rack2", "name").locator(".id")).to_have_text("s19-rack2")
         await expect(row(page, "bitaxe-1", "model")).to_contain_text("Bitaxe Gamma 601")
+        # A model that names its make already is not prefixed with it again.
+        await expect(row(page, "nerdq-3", "model")).to_contain_text("NerdQAxe++")
+        await expect(row(page, "nerdq-3", "model")).not_to_contain_text("NerdQAxe NerdQAxe")
         await expect(row(page, "bitaxe-1", "hashrate")).to_have_text("1.21TH/s")
         await expect(row(page, "bitaxe-1", "efficiency")).to_have_text("14.8J/TH")
         await expect(row(page, "s19-rack2", "fans")).to_contain_text("5,400 · 5,460")

@@ -176,10 +176,17 @@ function renderName(minerId, miner, force) {
   if (where) name.append(el("span", "sub", where));
 }
 
+// "Bitaxe Gamma 601", but "NerdQAxe++ BM1370" where the model already names the make.
+function makeAndModel(info) {
+  const { make, model } = info;
+  if (make && model && model.toLowerCase().startsWith(make.toLowerCase())) return model;
+  return [make, model].filter(Boolean).join(" ");
+}
+
 function renderMiner(minerId, miner, fresh, nowMs) {
   const { info, sample, row } = miner;
   renderName(minerId, miner);
-  const maker = info ? [info.make, info.model].filter(Boolean).join(" ") : "";
+  const maker = info ? makeAndModel(info) : "";
   writeCell(cell(row, "model"), maker || "–", "", info && info.firmware ? `fw ${info.firmware}` : "");
 
   const s = sample || {};
