@@ -215,7 +215,10 @@ print(f"compose-test: stored samples of {len(rows)} miners: "
 
 # Control, end to end through the images: api -> broker (ACL) -> collector -> miner.
 _, miners = get("/api/miners")
-bitaxe = next(m["miner_id"] for m in miners if (m["info"] or {}).get("driver") == "axeos")
+bitaxe = next((m["miner_id"] for m in miners if (m["info"] or {}).get("driver") == "axeos"),
+              None) if isinstance(miners, list) else None
+if bitaxe is None:
+    sys.exit(f"compose-test: FAILED: no simulated Bitaxe in GET /api/miners: {str(miners)[:200]}")
 identify = f"/api/miners/{bitaxe}/actions/identify"
 status, body = get(identify, "POST")
 if status != 403:
