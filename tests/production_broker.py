@@ -4,7 +4,7 @@ with ``mosquitto/mosquitto.conf`` (paths and port swapped for a temporary folder
 ``deploy/render-acl.sh`` from ``mosquitto/acl.template``. With ``tls``, the TLS listener of
 the config's commented lines is switched on as a user would, with the test's certificate.
 
-Imported by path (tests/ is not a package): ``sys.path.insert(0, <this folder>)``.
+Imported by name (tests/ is on pytest's ``pythonpath``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 it (its connection ends without a word from the broker, and, refused, its reconnects fail)
 while the broker itself stays up.
 
-Imported by path (tests/ is not a package): ``sys.path.insert(0, <this folder>)``.
+Imported by name (tests/ is on pytest's ``pythonpath``).
 """
 
 from __future__ import annotations

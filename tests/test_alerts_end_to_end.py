@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +26,16 @@ import pytest
 import pytest_asyncio
 
 from minerwatch.alerts.notify import phrase
+from minerwatch.shared.metrics import SERVICES
 from minerwatch.shared.schemas import AlertEvent, decode
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 
-sys.path.insert(0, str(Path(__file__).parent))
+from running import BIN
 from waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-BIN = Path(sys.executable).parent
-SERVICES = ("collector", "store", "alerts", "api")
 POLL_S = 0.5
 KEEPALIVE_S = 2
 

@@ -16,7 +16,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,7 +30,6 @@ from minerwatch.shared.db import ts_to_ms
 from minerwatch.shared.schemas import Sample, decode, encode, format_ts
 from minerwatch.sim.fleet import Fleet
 
-sys.path.insert(0, str(Path(__file__).parent))
 from production_broker import (
     PASSWORDS,
     ROOT,
@@ -40,9 +38,9 @@ from production_broker import (
     production_mosquitto,
     start_mosquitto,
 )
+from running import BIN
 from tcp_proxy import TcpProxy
 
-BIN = Path(sys.executable).parent
 BRIDGE_CONF = ROOT / "mosquitto" / "bridge.conf"
 SITE = "site-a"
 SITE_PASSWORD = "site-a-pw"

@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import ssl
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from minerwatch.shared.mqtt.protocol import Message
 from minerwatch.shared.schemas import Sample, encode, format_ts
 from minerwatch.store.consumer import store_link, topic_filters
 
-# The broker helpers live next to this file (tests/ is not a package; pytest imports by path).
-sys.path.insert(0, str(Path(__file__).parent))
 from production_broker import (
     CONF,
     MOSQUITTO,
@@ -45,9 +42,8 @@ from production_broker import (
     production_mosquitto,
     render_acl,
 )
+from running import BIN
 from tcp_proxy import TcpProxy
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture

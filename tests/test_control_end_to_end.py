@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from minerwatch.shared.metrics import SERVICES
 from minerwatch.shared.mqtt import Client, Subscription
 from minerwatch.shared.schemas import Command, CommandResult, TuneProgress, decode, encode, now_ts
 from minerwatch.shared.topics import command_topic, reply_topic, tune_topic
@@ -26,13 +26,11 @@ from minerwatch.sim.axeos import AxeOSMiner
 from minerwatch.sim.cgminer import CGMinerMiner
 from minerwatch.sim.fleet import Fault, Fleet
 
-sys.path.insert(0, str(Path(__file__).parent))
 from running import BIN, start_services, stop_services
 from waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SERVICES = ("collector", "store", "alerts", "api")
 NAMES = ("gamma-a", "gamma-b", "gamma-c")  # the AxeOS miners, by their configured names
 #: A seed whose gamma-b and gamma-c hash at least 99 % of what they should: the
 #: simulator's noise (a few percent) then never makes a stable step miss the 94 % rule.

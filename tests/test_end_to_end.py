@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +19,16 @@ import pytest
 import pytest_asyncio
 import websockets
 
+from minerwatch.shared.metrics import SERVICES
 from minerwatch.shared.schemas import MinerStatus, Sample, decode, parse_ts
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 
-sys.path.insert(0, str(Path(__file__).parent))
 from running import start_services, stop_services
 from waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SERVICES = ("collector", "store", "alerts", "api")
 POLL_S = 0.5
 
 

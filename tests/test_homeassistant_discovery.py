@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -25,11 +24,10 @@ from minerwatch.shared.schemas import MinerLabel, MinerStatus, Sample, encode, n
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 
-sys.path.insert(0, str(Path(__file__).parent))
+from running import BIN
 from waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 HA_PYTHON = ROOT / ".tools" / "ha" / "bin" / "python"
 VALIDATOR = ROOT / "tests" / "tools" / "ha_validate.py"
 PREFIX = "homeassistant"

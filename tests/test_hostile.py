@@ -30,7 +30,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -46,12 +45,11 @@ import pytest
 import pytest_asyncio
 import websockets
 
+from minerwatch.shared.metrics import SERVICES
 from minerwatch.shared.mqtt.client import Client
 from minerwatch.shared.mqtt.protocol import Delivery
 from minerwatch.shared.schemas import Sample, encode, format_ts
 
-# The generator lives next to this file (tests/ is not a package; pytest imports by path).
-sys.path.insert(0, str(Path(__file__).parent))
 from hostile_payloads import (
     HUGE_HASHRATE,
     HUGE_MINER,
@@ -63,11 +61,10 @@ from hostile_payloads import (
     poison,
     ts_ms,
 )
+from running import BIN
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-BIN = Path(sys.executable).parent
-SERVICES = ("collector", "store", "alerts", "api")
 #: The services that read the topics the flood is published on.
 READERS = ("store", "alerts", "api")
 SEED = 8

@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from minerwatch.shared.schemas import parse_ts
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 
-sys.path.insert(0, str(Path(__file__).parent))
+from running import BIN
 from waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -42,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "docs" / "node-red" / "minerwatch-flow.json"
 NODE_RED = ROOT / ".tools" / "node-red" / "node_modules" / ".bin" / "node-red"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-BIN = Path(sys.executable).parent
 POLL_S = 1.0
 # The flow's fixed ids: its outputs and the nodes the test looks at.
 DASHBOARD, CHART, NOTIFY = "minerwatch-dashboard", "minerwatch-chart", "minerwatch-notify"

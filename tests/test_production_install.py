@@ -31,18 +31,17 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from minerwatch.shared.metrics import SERVICES
 from minerwatch.shared.mqtt.client import Client, MqttError
 from minerwatch.shared.topics import mac_miner_id
 from minerwatch.sim.fleet import Fleet
 
-sys.path.insert(0, str(Path(__file__).parent))
 from production_broker import ROOT, ProductionBroker, production_mosquitto
 from waiting import eventually
 
 #: The stack's tests share one event loop with its module-scoped fixture.
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
-SERVICES = ("collector", "store", "alerts", "api")
 #: What deploy/Dockerfile runs to install its SERVICE (after a dependency-only layer).
 INSTALL = "uv sync --frozen --no-dev --no-editable --package minerwatch-{service}"
 UV = ROOT / ".tools" / "bin" / "uv"

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +25,15 @@ import pytest
 import pytest_asyncio
 import websockets
 
+from minerwatch.shared.metrics import SERVICES
 from minerwatch.shared.topics import mac_miner_id, slugify
 from minerwatch.sim.fleet import Fault, Fleet, SimMiner
 
-sys.path.insert(0, str(Path(__file__).parent))
 from running import start_services, stop_services
 from waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SERVICES = ("collector", "store", "alerts", "api")
 POLL_S = 0.5
 STATS_S = 1.0
 AXEOS, CGMINER = 3, 2

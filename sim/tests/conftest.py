@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,8 +13,6 @@ import pytest
 from minerwatch.sim.control import ControlApi
 from minerwatch.sim.fleet import Fleet
 
-# tests/waiting.py, as the end-to-end tests import it (the suite runs in importlib mode).
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 import waiting
 
 

@@ -27,8 +27,6 @@ def free_port() -> int:
         return port
 
 
-
-
 def row(page: Page, miner_id: str, field: str) -> Any:
     return page.locator(f'tr[data-miner="{miner_id}"] td[data-field="{field}"]')
 

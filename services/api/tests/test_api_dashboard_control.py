@@ -89,8 +89,6 @@ class Api:
     base: str
 
 
-
-
 async def seed(db_url: str, *, commands: Sequence[dict[str, Any]] = (),
                runs: Sequence[dict[str, Any]] = (),
                steps: Sequence[dict[str, Any]] = ()) -> dict[str, str]:

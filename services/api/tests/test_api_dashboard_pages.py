@@ -76,8 +76,6 @@ class Api:
     token: str
 
 
-
-
 @pytest.fixture
 def serve(broker: Any, base_topic: str, db_url: str) -> Callable[..., Any]:
     """``async with serve(price=0.25, currency="EUR") as api:`` the real app under uvicorn

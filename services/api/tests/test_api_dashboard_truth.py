@@ -66,8 +66,6 @@ class Api:
     token: str
 
 
-
-
 @pytest.fixture
 def start(broker: Any, base_topic: str, db_url: str) -> Callable[[], Any]:
     """``async with start() as api:`` the real app under uvicorn on a free loopback port,

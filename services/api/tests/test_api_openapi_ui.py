@@ -29,8 +29,6 @@ DOCS_PAGES = ["/schema", "/schema/swagger"]
 NOT_VENDORED = ["/schema/redoc", "/schema/elements", "/schema/rapidoc", "/schema/scalar"]
 
 
-
-
 def origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"

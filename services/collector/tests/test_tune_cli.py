@@ -22,8 +22,6 @@ from minerwatch.shared.schemas import MinerInfo, TuneProgress, encode
 from minerwatch.sim.axeos import AxeOSMiner
 from minerwatch.sim.fleet import Fleet
 
-# tests/waiting.py, as the end-to-end tests import it (the suite runs in importlib mode).
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 from waiting import eventually
 
 COLLECTOR = str(Path(sys.executable).parent / "minerwatch-collector")

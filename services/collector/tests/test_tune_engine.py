@@ -8,9 +8,7 @@ milliseconds.
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -47,8 +45,6 @@ from minerwatch.shared.schemas import (
     now_ts,
 )
 
-# tests/waiting.py, as the end-to-end tests import it (the suite runs in importlib mode).
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 from waiting import eventually
 
 GAMMA = MinerFacts(asic="BM1370", device_model="Gamma", small_cores=2040, asic_count=1)

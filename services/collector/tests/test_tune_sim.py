@@ -6,10 +6,8 @@ hashrate answers a change at once, which is all a step measures."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -31,8 +29,6 @@ from minerwatch.shared.schemas import (
 from minerwatch.sim.axeos import AxeOSMiner
 from minerwatch.sim.fleet import Fleet
 
-# tests/waiting.py, as the end-to-end tests import it (the suite runs in importlib mode).
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 from waiting import eventually
 
 #: A seed whose first Gamma hashes at least 99 % of what it should: the simulator's
